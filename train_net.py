@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Semantic-SAM training and evaluation entry point (detectron2 engine).
+
+Train (N processes, one per GPU; on a machine without GPUs, N CPU processes with gloo):
+    python train_net.py --num-gpus N --config-file configs/semantic_sam_only_sa-1b_swinT.yaml \
+        SAM.TRAIN.BATCH_SIZE_TOTAL=N
+Resume the last checkpoint in OUTPUT_DIR:
+    python train_net.py --resume --num-gpus N --config-file ...
+Zero-shot COCO interactive evaluation:
+    python train_net.py --eval_only --resume --num-gpus N --config-file ... \
+        COCO.TEST.BATCH_SIZE_TOTAL=N MODEL.WEIGHTS=/path/to/weights.pth
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import weakref
+from collections import OrderedDict
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from semantic_sam import build_model
+from semantic_sam.checkpoint import load_checkpoint
+from semantic_sam.config import load_config
+from semantic_sam.solver import build_lr_scheduler, build_optimizer
+from semantic_sam.utils.cli import exit_on_user_error
+
+import datasets.builtin as data_builtin
+
+logger = logging.getLogger("semantic_sam")
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with Semantic-SAM's model, data, optimizer and evaluators."""
+
+    def __init__(self, cfg):
+        super(DefaultTrainer, self).__init__()
+        setup_logger(name="semantic_sam", distributed_rank=comm.get_rank())
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = _wrap_ddp(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        return build_model(cfg, device=cfg.MODEL.DEVICE)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return data_builtin.build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return data_builtin.build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return data_builtin.build_evaluator(cfg, dataset_name, output_folder)
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Resume model, optimizer, scheduler, grad scaler and iteration from OUTPUT_DIR's last
+        checkpoint; without one (or without ``--resume``) load MODEL.WEIGHTS strictly."""
+        if resume and self.checkpointer.has_checkpoint():
+            self.checkpointer.resume_or_load("", resume=True)
+            self.start_iter = self.iter + 1
+            return
+        _load_weights(self.model, self.cfg.MODEL.WEIGHTS)
+        self.start_iter = 0
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _load_weights(model, path: str | None) -> None:
+    if path:
+        report = load_checkpoint(_unwrap(model), path, strict=True)
+        logger.info("Loaded weights from %s: %s", path, report)
+
+
+def _wrap_ddp(model):
+    if comm.get_world_size() == 1:
+        return model
+    on_gpu = next(model.parameters()).is_cuda
+    return DistributedDataParallel(
+        model,
+        device_ids=[comm.get_local_rank()] if on_gpu else None,
+        broadcast_buffers=False,
+        find_unused_parameters=True,
+    )
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts, freeze=False)
+    if not cfg.MODEL.DEVICE:
+        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        cfg.SOLVER.AMP.ENABLED = False
+        logging.getLogger(__name__).info("SOLVER.AMP.ENABLED turned off: AMP needs CUDA")
+    cfg.freeze()
+    default_setup(cfg, args)  # logs, saves the merged config to OUTPUT_DIR/config.yaml, seeds
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="semantic_sam")
+    data_builtin.register_datasets(cfg)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        if args.resume and DetectionCheckpointer(model, cfg.OUTPUT_DIR).has_checkpoint():
+            DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load("", resume=True)
+        else:
+            _load_weights(model, cfg.MODEL.WEIGHTS)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", "--config_file", required=True, metavar="FILE")
+    parser.add_argument("--resume", action="store_true", help="resume from the last checkpoint in OUTPUT_DIR")
+    parser.add_argument("--eval-only", "--eval_only", dest="eval_only", action="store_true")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (GPUs, or CPU processes)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0)
+    port = 2**15 + 2**14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2**14
+    parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY.SUB=value config overrides")
+    return parser
+
+
+@exit_on_user_error
+def invoke_main() -> None:
+    args = argument_parser().parse_args()
+    load_config(args.config_file, args.opts)  # fail fast, before spawning processes
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
