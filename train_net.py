@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from semantic_sam import build_model
 from semantic_sam.checkpoint import load_checkpoint
 from semantic_sam.config import load_config
+from semantic_sam.evaluation import PromptedInference
 from semantic_sam.solver import build_lr_scheduler, build_optimizer
 from semantic_sam.utils.cli import exit_on_user_error
 
@@ -43,7 +44,6 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         super(DefaultTrainer, self).__init__()
-        setup_logger(name="semantic_sam", distributed_rank=comm.get_rank())
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -82,6 +82,11 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return data_builtin.build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """COCO (or SA-1B) interactive evaluation; images without segments are counted, not fatal."""
+        return super().test(cfg, PromptedInference(_unwrap(model)), evaluators)
 
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume model, optimizer, scheduler, grad scaler and iteration from OUTPUT_DIR's last
@@ -142,6 +147,13 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
+    missing = data_builtin.unavailable_test_datasets(cfg)
+    if missing:
+        for name, why in missing.items():
+            logger.warning("Evaluation of %s after training is disabled: %s", name, why)
+        cfg.defrost()
+        cfg.DATASETS.TEST = [n for n in cfg.DATASETS.TEST if n not in missing]
+        cfg.freeze()
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -1,0 +1,131 @@
+"""COCO panoptic val2017 for zero-shot interactive evaluation.
+
+Registered (lazily: nothing is read until the dataset is loaded) under the reference's name
+``coco_2017_val_panoptic_with_sem_seg_interactive_jointboxpoint``. Expected layout under the
+dataset root (``$DETECTRON2_DATASETS``, else ``$DATASET``, else ``./datasets``)::
+
+    coco/val2017/*.jpg
+    coco/panoptic_val2017/*.png
+    coco/annotations/panoptic_val2017.json
+
+Each dataset dict holds ``file_name``, ``image_id``, ``height``, ``width`` (original size),
+``pan_seg_file_name`` and ``segments_info`` (the JSON's segments plus ``isthing``). The
+mapper (:mod:`datasets.coco_interactive_dataset_mapper`) turns the non-crowd segments into
+GT masks and clicks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+__all__ = [
+    "COCO_INTERACTIVE_VAL",
+    "EVALUATOR_TYPE",
+    "coco_panoptic_val_paths",
+    "dataset_root",
+    "load_coco_panoptic_interactive",
+    "register_coco_panoptic_interactive",
+]
+
+logger = logging.getLogger(__name__)
+
+COCO_INTERACTIVE_VAL = "coco_2017_val_panoptic_with_sem_seg_interactive_jointboxpoint"
+EVALUATOR_TYPE = "coco_panoptic_seg_interactive_jointboxpoint"
+_ROOT_ENV_VARS = ("DETECTRON2_DATASETS", "DATASET")
+
+
+def dataset_root() -> str:
+    """``$DETECTRON2_DATASETS``, else ``$DATASET`` (the reference README's name), else ``datasets``.
+
+    When both are set and differ, ``$DETECTRON2_DATASETS`` wins with a warning.
+    """
+    found = [(var, os.environ[var]) for var in _ROOT_ENV_VARS if os.environ.get(var)]
+    if len({value for _, value in found}) > 1:
+        logger.warning("%s; using $%s", ", ".join(f"${k}={v!r}" for k, v in found), found[0][0])
+    return os.path.expanduser(found[0][1]) if found else "datasets"
+
+
+def coco_panoptic_val_paths(root: str | None = None) -> dict[str, str]:
+    """The three val2017 paths under ``root`` (default :func:`dataset_root`)."""
+    root = dataset_root() if root is None else root
+    return {
+        "image_root": os.path.join(root, "coco", "val2017"),
+        "panoptic_root": os.path.join(root, "coco", "panoptic_val2017"),
+        "panoptic_json": os.path.join(root, "coco", "annotations", "panoptic_val2017.json"),
+    }
+
+
+def _missing(path: str, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"COCO panoptic val2017 {what} not found: expected {path!r}. Set $DETECTRON2_DATASETS "
+        f"(or $DATASET) to the folder that contains coco/val2017, coco/panoptic_val2017 and "
+        f"coco/annotations/panoptic_val2017.json (see DATASET.md)."
+    )
+
+
+def load_coco_panoptic_interactive(image_root: str, panoptic_root: str, panoptic_json: str) -> list[dict]:
+    """Read the panoptic JSON into detectron2 dataset dicts (one per image, JSON order).
+
+    Raises:
+        FileNotFoundError: a folder or the JSON is missing (the message names the expected
+            path and the environment variable that sets the root).
+        ValueError: the JSON lacks ``images``/``annotations`` or an annotation names an
+            unknown image.
+    """
+    for path, what, check in (
+        (image_root, "image folder", os.path.isdir),
+        (panoptic_root, "panoptic PNG folder", os.path.isdir),
+        (panoptic_json, "panoptic JSON", os.path.isfile),
+    ):
+        if not check(path):
+            raise _missing(path, what)
+    with open(panoptic_json, encoding="utf-8") as f:
+        data = json.load(f)
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise ValueError(f"{panoptic_json}: not a COCO panoptic JSON (no {key!r} list)")
+    isthing = {c["id"]: bool(c.get("isthing", 1)) for c in data.get("categories", [])}
+    images = {img["id"]: img for img in data["images"]}
+    dicts = []
+    for ann in data["annotations"]:
+        img = images.get(ann["image_id"])
+        if img is None:
+            raise ValueError(
+                f"{panoptic_json}: annotation {ann.get('file_name')!r} names unknown image_id {ann['image_id']!r}"
+            )
+        segments = [dict(s, isthing=isthing.get(s["category_id"], True)) for s in ann.get("segments_info", [])]
+        dicts.append(
+            {
+                "file_name": os.path.join(image_root, img["file_name"]),
+                "image_id": img["id"],
+                "height": img["height"],
+                "width": img["width"],
+                "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
+                "segments_info": segments,
+            }
+        )
+    n_empty = sum(1 for d in dicts if not any(not s.get("iscrowd", 0) for s in d["segments_info"]))
+    logger.info("Loaded %d images from %s (%d without non-crowd segments)", len(dicts), panoptic_json, n_empty)
+    return dicts
+
+
+def register_coco_panoptic_interactive(root: str | None = None, name: str = COCO_INTERACTIVE_VAL) -> str:
+    """Register COCO panoptic val2017 for interactive evaluation and return ``name``.
+
+    Only the paths are fixed here; files are read (and checked) when the dataset is loaded.
+    Registering again replaces the earlier registration (e.g. with another ``root``).
+
+    Args:
+        root: dataset root; default :func:`dataset_root` (read now, from the environment).
+        name: the dataset name.
+    """
+    paths = coco_panoptic_val_paths(root)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: load_coco_panoptic_interactive(**paths))
+    MetadataCatalog.get(name).set(evaluator_type=EVALUATOR_TYPE, ignore_label=255, **paths)
+    return name

@@ -1,0 +1,273 @@
+"""One-click interactive segmentation metrics (COCO zero-shot evaluation).
+
+Every GT segment of an image is prompted once (a click, and optionally its box); the model
+returns L outputs per prompt with predicted IoUs. Per segment:
+
+* **Max**: the output with the highest predicted IoU (first maximum);
+* **Oracle**: the output with the highest true IoU against the GT.
+
+The metrics pool all segments of all images (an instance-level mean, as the reference):
+``1-IoU@Max`` and ``1-IoU@Oracle`` (mean IoU, in percent), ``noc@t@Max|Oracle`` (the
+reference's NoC, degenerate with one click: 1 if IoU >= t else ``max_clicks``),
+``mIoU_token_k`` (mean IoU of output k) and ``token_pick_k`` (percent of segments whose Max
+output is k). Output k is the model's token k (0..K-1) when all K tokens are returned (the
+default); user granularity levels map to tokens as in :mod:`semantic_sam.predictor.levels`.
+Box prompts, if present, get the same metrics under ``"box"``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+import torch
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+from tabulate import tabulate
+from torch import nn
+
+__all__ = [
+    "InteractiveEvaluator",
+    "format_results_table",
+    "PromptedInference",
+    "gt_masks_of",
+    "mask_ious",
+    "summarize_ious",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def mask_ious(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """IoU of binary masks against one GT mask: intersection / union over all pixels.
+
+    Args:
+        pred: (..., H, W) bool predictions.
+        gt: (H, W) bool ground truth.
+
+    Returns:
+        (...) float64 IoUs; 1.0 where prediction and GT are both empty (the reference gives NaN).
+    """
+    if pred.shape[-2:] != gt.shape[-2:]:
+        raise ValueError(f"prediction masks are {tuple(pred.shape[-2:])}, GT mask is {tuple(gt.shape)}")
+    inter = (pred & gt).flatten(-2).sum(-1).double()
+    union = (pred | gt).flatten(-2).sum(-1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def gt_masks_of(inp: dict) -> torch.Tensor:
+    """The (M, H, W) bool GT masks of a mapped input (``instances.gt_masks``)."""
+    if "instances" not in inp:
+        raise KeyError(f"input {inp.get('file_name', '')!r} has no 'instances' with the GT masks")
+    masks = inp["instances"].gt_masks
+    masks = getattr(masks, "tensor", masks)
+    return torch.as_tensor(masks).bool()
+
+
+def summarize_ious(
+    ious: np.ndarray, picks: np.ndarray, max_clicks: int = 20, noc_thresholds: Sequence[float] = (0.5, 0.8, 0.85, 0.9)
+) -> "OrderedDict[str, float]":
+    """Pool per-segment IoUs into the metrics of this module.
+
+    Args:
+        ious: (S, L) IoU of each of the L outputs (tokens) for S segments.
+        picks: (S,) index of the output with the highest predicted IoU.
+        max_clicks: NoC value of a segment that does not reach the threshold.
+        noc_thresholds: IoU thresholds of the NoC metrics.
+
+    Returns:
+        ``num_segments``, ``1-IoU@Max``, ``1-IoU@Oracle`` (percent), ``noc@t@Max``,
+        ``noc@t@Oracle``, ``mIoU_token_k`` (percent) and ``token_pick_k`` (percent of segments).
+    """
+    ious = np.asarray(ious, dtype=np.float64)
+    picks = np.asarray(picks, dtype=np.int64)
+    if ious.ndim != 2 or picks.shape != (ious.shape[0],):
+        raise ValueError(f"ious must be (S, L) and picks (S,), got {ious.shape} and {picks.shape}")
+    res: OrderedDict[str, float] = OrderedDict()
+    n, num_outputs = ious.shape
+    res["num_segments"] = n
+    if n == 0:
+        return res
+    chosen = {"Max": ious[np.arange(n), picks], "Oracle": ious.max(axis=1)}
+    for name, v in chosen.items():
+        res[f"1-IoU@{name}"] = 100.0 * float(v.mean())
+    for name, v in chosen.items():
+        for t in noc_thresholds:
+            res[f"noc@{t:g}@{name}"] = float(np.where(v >= t, 1, max_clicks).mean())
+    for k in range(num_outputs):
+        res[f"mIoU_token_{k}"] = 100.0 * float(ious[:, k].mean())
+    for k in range(num_outputs):
+        res[f"token_pick_{k}"] = 100.0 * float((picks == k).mean())
+    return res
+
+
+class PromptedInference(nn.Module):
+    """Run ``model.inference`` on the inputs that have prompts; give empty outputs to the rest.
+
+    Images without GT segments have no prompts, which the model rejects; the evaluators
+    still count them. Use it as the model of ``inference_on_dataset``. The wrapper starts in
+    the model's train/eval mode, so that ``inference_on_dataset``, which restores the mode of
+    the module it is given, leaves the model as it found it.
+    """
+
+    def __init__(self, model: nn.Module, **inference_kwargs):
+        super().__init__()
+        self.model = model
+        self.inference_kwargs = inference_kwargs
+        self.train(model.training)
+
+    @staticmethod
+    def num_prompts(inp: dict) -> int:
+        return sum(len(inp[k]) for k in ("points", "boxes") if inp.get(k) is not None)
+
+    def forward(self, batched_inputs: list[dict]) -> list[dict]:
+        todo = [i for i, x in enumerate(batched_inputs) if self.num_prompts(x) > 0]
+        outputs: list[dict] = [{} for _ in batched_inputs]
+        if todo:
+            for i, out in zip(todo, self.model.inference([batched_inputs[i] for i in todo], **self.inference_kwargs)):
+                outputs[i] = out
+        return outputs
+
+
+class InteractiveEvaluator(DatasetEvaluator):
+    """1-click interactive metrics (Max, Oracle, per-output) for points and, if given, boxes.
+
+    ``process`` reads from each input ``instances.gt_masks`` (M, H, W), ``points`` (M, 2)
+    (click i belongs to segment i) and optionally ``boxes`` (M, 4); from each output
+    ``pred_masks`` (P + B, L, H, W) logits (thresholded at 0) and ``pred_ious`` (P + B, L),
+    points first, as ``SemanticSAM.inference`` returns them. Predictions must be at the GT
+    resolution (the mapper sets ``height``/``width`` to the resized image).
+
+    ``evaluate`` gathers the per-segment IoUs of every process (``comm.gather``) and returns,
+    on the main process, ``OrderedDict(interactive={...}, box={...})`` (``box`` only when box
+    prompts were evaluated), logs a table and writes ``interactive_results.json`` (and
+    ``interactive_per_segment.json``) to ``output_dir``. Other processes return ``{}``.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str | None = None,
+        output_dir: str | None = None,
+        *,
+        max_clicks: int = 20,
+        noc_thresholds: Sequence[float] = (0.5, 0.8, 0.85, 0.9),
+        save_per_segment: bool = True,
+        distributed: bool = True,
+    ):
+        self.dataset_name = dataset_name
+        self.output_dir = output_dir
+        self.max_clicks = int(max_clicks)
+        self.noc_thresholds = tuple(float(t) for t in noc_thresholds)
+        self.save_per_segment = save_per_segment
+        self.distributed = distributed
+        self.reset()
+
+    def reset(self) -> None:
+        self._segments: list[dict] = []
+        self._images: list[dict] = []
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        for inp, out in zip(inputs, outputs):
+            gt = gt_masks_of(inp)
+            num = gt.shape[0]
+            self._images.append(
+                {
+                    "image_id": inp.get("image_id"),
+                    "num_segments": num,
+                    "num_dropped_segments": int(inp.get("num_dropped_segments", 0)),
+                }
+            )
+            if num == 0:
+                continue
+            kinds = [("point", inp.get("points"))] + ([("box", inp["boxes"])] if inp.get("boxes") is not None else [])
+            for kind, prompts in kinds:
+                if prompts is None:
+                    raise KeyError(f"image {inp.get('image_id')!r}: {num} GT segments but no 'points' prompts")
+                if len(prompts) != num:
+                    raise ValueError(
+                        f"image {inp.get('image_id')!r}: {len(prompts)} {kind} prompts for {num} GT segments; "
+                        "the mapper gives one prompt per segment"
+                    )
+            expected = num * len(kinds)
+            if "pred_masks" not in out or out["pred_masks"].shape[0] != expected:
+                got = tuple(out["pred_masks"].shape) if "pred_masks" in out else "no pred_masks"
+                raise ValueError(f"image {inp.get('image_id')!r}: expected {expected} prompt outputs, got {got}")
+            gt = gt.to(out["pred_masks"].device)
+            segment_ids = inp.get("segment_ids", torch.arange(num)).tolist()
+            for j, (kind, prompts) in enumerate(kinds):
+                for i in range(num):
+                    row = j * num + i
+                    ious = mask_ious(out["pred_masks"][row] > 0, gt[i]).cpu().numpy()
+                    pick = int(torch.argmax(out["pred_ious"][row]))
+                    self._segments.append(
+                        {
+                            "kind": kind,
+                            "image_id": inp.get("image_id"),
+                            "segment_id": int(segment_ids[i]),
+                            "prompt": [float(v) for v in prompts[i].tolist()],
+                            "ious": ious,
+                            "pick": pick,
+                        }
+                    )
+
+    def _gathered(self) -> tuple[list[dict], list[dict]] | None:
+        if not self.distributed or comm.get_world_size() == 1:
+            return self._segments, self._images
+        comm.synchronize()
+        segments = comm.gather(self._segments, dst=0)
+        images = comm.gather(self._images, dst=0)
+        if not comm.is_main_process():
+            return None
+        return list(itertools.chain(*segments)), list(itertools.chain(*images))
+
+    def evaluate(self) -> "OrderedDict[str, dict]":
+        gathered = self._gathered()
+        if gathered is None:
+            return OrderedDict()
+        segments, images = gathered
+        results: OrderedDict[str, dict] = OrderedDict()
+        for kind, key in (("point", "interactive"), ("box", "box")):
+            segs = [s for s in segments if s["kind"] == kind]
+            if kind == "box" and not segs:
+                continue
+            ious = np.stack([s["ious"] for s in segs]) if segs else np.zeros((0, 0))
+            picks = np.array([s["pick"] for s in segs], dtype=np.int64)
+            results[key] = summarize_ious(ious, picks, self.max_clicks, self.noc_thresholds)
+        info = results["interactive"]
+        info["num_images"] = len(images)
+        info["num_images_without_segments"] = sum(1 for im in images if im["num_segments"] == 0)
+        info["num_dropped_segments"] = sum(im["num_dropped_segments"] for im in images)
+        if info["num_segments"] == 0:
+            logger.warning("Interactive evaluation of %s: no GT segment in %d images", self.dataset_name, len(images))
+        logger.info("Interactive evaluation of %s:\n%s", self.dataset_name, format_results_table(results))
+        self._write(results, segments)
+        return results
+
+    def _write(self, results: dict, segments: list[dict]) -> None:
+        if not self.output_dir:
+            return
+        PathManager.mkdirs(self.output_dir)
+        with PathManager.open(os.path.join(self.output_dir, "interactive_results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        if self.save_per_segment:
+            records = [dict(s, ious=[float(v) for v in s["ious"]]) for s in segments]
+            with PathManager.open(os.path.join(self.output_dir, "interactive_per_segment.json"), "w") as f:
+                json.dump(records, f)
+
+
+def format_results_table(results: dict) -> str:
+    """A metric x prompt-kind table of :class:`InteractiveEvaluator` results."""
+    keys = list(dict.fromkeys(k for res in results.values() for k in res))
+    rows = [[k] + [_fmt(res.get(k)) for res in results.values()] for k in keys]
+    return tabulate(rows, headers=["metric"] + list(results), tablefmt="pipe", stralign="right")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    return f"{v:.2f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,366 @@
+"""Training losses of Semantic-SAM: many-to-many (default) and many-to-one ("reproduce SAM").
+
+Shape shorthand: B = images, N = prompts per image, K = output tokens per prompt, Q = N * K queries
+(query q = prompt q // K, token q % K), L = decoder layers, M = supervised (query, target) pairs,
+P = points per mask (``TRAIN_NUM_POINTS``). Boxes are cxcywh normalized.
+
+Loss names: ``loss_mask_bce``, ``loss_mask_dice``, ``iou_score_loss``, ``loss_bbox``, ``loss_giou``,
+each with a layer suffix: ``_0`` is the **last** decoder layer (``outputs``), ``_{i+1}`` is
+``outputs["aux_outputs"][i]`` (decoder layer i). Every term is a sum over the supervised pairs
+divided by ``num_masks``, the number of targets (many-to-many) or of prompts with a target
+(many-to-one), averaged over processes and clamped at 1.
+
+Per layer and pair (query q, GT mask g):
+
+- points: ``sample_uncertain_points`` on the layer's own logits of q (3x oversampling, 75 % most
+  uncertain, 25 % uniform); labels: bilinear samples of GT g at full padded resolution;
+- ``loss_mask_bce``: mean BCE over the points; ``loss_mask_dice``: dice with +1 smoothing;
+- ``iou_score_loss``: ``(pred_ious[q] - (1 - dice)) ** 2`` with the raw IoU score; the target is not
+  detached in the reference (``detach_iou_target`` detaches it);
+- ``loss_bbox``: L1 summed over the 4 coordinates; ``loss_giou``: ``1 - GIoU``.
+
+Many-to-many: the pairs are the matcher's assignment, computed once on the last layer and reused for
+every layer (``match_each_layer`` re-matches each layer). Many-to-one: the target of every output
+of prompt i is the GT the prompt was drawn from; per layer, only the output with the smallest
+``bce + dice`` is supervised.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from detectron2.config import configurable
+from detectron2.utils.comm import get_world_size
+from torch import Tensor
+
+from semantic_sam.utils.random_draws import RandomSource, resolve_random_source
+
+from .losses import box_l1_loss, dice_loss, giou_loss, iou_score_loss, sigmoid_ce_loss
+from .matcher import ManyToManyMatcher
+from .point_sampling import point_sample, sample_binary_masks, sample_uncertain_points
+
+__all__ = ["LOSS_NAMES", "SemanticSamCriterion", "build_criterion", "expand_weight_dict"]
+
+LOSS_NAMES = ("loss_mask_bce", "loss_mask_dice", "iou_score_loss", "loss_bbox", "loss_giou")
+
+
+def expand_weight_dict(base: Mapping[str, float], num_layers: int, deep_supervision: bool = True) -> Dict[str, float]:
+    """Per-layer loss weights: ``{name}_{s}`` for suffix s = 0 (last layer) .. L-1 (aux layers).
+
+    Args:
+        base: weight of each loss name (without suffix).
+        num_layers: L, decoder layers (``DEC_LAYERS``).
+        deep_supervision: False keeps the last layer's suffix ``_0`` only.
+    """
+    suffixes = range(num_layers) if deep_supervision else range(1)
+    return {f"{name}_{s}": float(w) for s in suffixes for name, w in base.items()}
+
+
+def _num_normalizer(count: int, device: torch.device) -> float:
+    """``count`` averaged over processes (``all_reduce`` when distributed), clamped at 1."""
+    total = torch.as_tensor([float(count)], dtype=torch.float, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+    return torch.clamp(total / get_world_size(), min=1).item()
+
+
+class SemanticSamCriterion:
+    """Computes the unweighted training losses of every decoder layer.
+
+    Holds no parameters or buffers (it is not an ``nn.Module``), so building it changes no state-dict key.
+    ``weight_dict`` maps every loss key to its weight; the model multiplies each loss by it.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        matcher: ManyToManyMatcher,
+        weight_dict: Mapping[str, float],
+        num_points: int,
+        oversample_ratio: float,
+        importance_sample_ratio: float,
+        num_mask_tokens: int,
+        many_to_one: bool = False,
+        deep_supervision: bool = True,
+        detach_iou_target: bool = False,
+        match_each_layer: bool = False,
+    ):
+        """
+        Args:
+            matcher: the many-to-many matcher (unused when ``many_to_one``).
+            weight_dict: weight of each loss key (see :func:`expand_weight_dict`).
+            num_points: P, loss points per mask.
+            oversample_ratio, importance_sample_ratio: uncertainty point sampling (3.0, 0.75).
+            num_mask_tokens: K, outputs per prompt.
+            many_to_one: supervise only the best of each prompt's K outputs against the prompt's own
+                GT (``MODEL.DECODER.MANY_TO_ONE``).
+            deep_supervision: also supervise the auxiliary layers (``DEEP_SUPERVISION``).
+            detach_iou_target: detach ``1 - dice`` in the IoU-score loss (``DETACH_IOU_TARGET``).
+            match_each_layer: many-to-many: match every layer on its own outputs (``MATCH_EACH_LAYER``).
+        """
+        self.matcher = matcher
+        self.weight_dict = dict(weight_dict)
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.num_mask_tokens = num_mask_tokens
+        self.many_to_one = many_to_one
+        self.deep_supervision = deep_supervision
+        self.detach_iou_target = detach_iou_target
+        self.match_each_layer = match_each_layer
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        dec = cfg.MODEL.DECODER
+        base = {
+            "loss_mask_bce": dec.MASK_WEIGHT,
+            "loss_mask_dice": dec.DICE_WEIGHT,
+            "iou_score_loss": dec.IOU_WEIGHT,
+            "loss_bbox": dec.BOX_WEIGHT,
+            "loss_giou": dec.GIOU_WEIGHT,
+        }
+        return {
+            "matcher": ManyToManyMatcher(cfg),
+            "weight_dict": expand_weight_dict(base, dec.DEC_LAYERS, dec.DEEP_SUPERVISION),
+            "num_points": dec.TRAIN_NUM_POINTS,
+            "oversample_ratio": dec.OVERSAMPLE_RATIO,
+            "importance_sample_ratio": dec.IMPORTANCE_SAMPLE_RATIO,
+            "num_mask_tokens": dec.NUM_INTERACTIVE_TOKENS,
+            "many_to_one": dec.MANY_TO_ONE,
+            "deep_supervision": dec.DEEP_SUPERVISION,
+            "detach_iou_target": dec.DETACH_IOU_TARGET,
+            "match_each_layer": dec.MATCH_EACH_LAYER,
+        }
+
+    # ------------------------------------------------------------------ entry point
+    def __call__(
+        self,
+        outputs: Dict[str, Any],
+        targets: List[Dict[str, Any]],
+        rng: Optional[RandomSource] = None,
+        generator: Optional[torch.Generator] = None,
+        details: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Tensor]:
+        """Unweighted losses of all decoder layers.
+
+        Args:
+            outputs: the decoder's training outputs: ``pred_masks`` (B, Q, h, w) logits,
+                ``pred_boxes`` (B, Q, 4), ``pred_ious`` (B, N, K) raw, ``aux_outputs`` (list of
+                L-1 dicts with the same keys, decoder layers 0 .. L-2).
+            targets: B dicts from :func:`semantic_sam.data.prompt_sampling.prepare_click_targets`,
+                the boxes in the frame of ``pred_boxes``.
+            rng: source of the matcher's and the losses' random points, drawn in the reference's
+                order (matcher, then the last layer's losses, then aux layers 0, 1, ...);
+                default: torch's global generator (or ``generator``).
+            generator: draw the random points from this generator.
+            details: if a dict is given, it is filled with ``indices`` (the matcher's assignment,
+                many-to-many), ``num_masks`` and per decoder layer ``layers[l]`` the per-pair
+                tensors (``point_coords``, ``point_labels``, ``point_logits``, ``bce``, ``dice``, ...).
+
+        Returns:
+            ``{f"{name}_{s}": scalar tensor}`` for the names in ``LOSS_NAMES``, s = 0 (last layer),
+            1 .. L-1 (aux layers 0 .. L-2), in that order.
+        """
+        pred_masks = outputs["pred_masks"]
+        num_images, num_queries = pred_masks.shape[:2]
+        if len(targets) != num_images:
+            raise ValueError(f"{len(targets)} targets for a batch of {num_images} images")
+        if num_queries % self.num_mask_tokens:
+            raise ValueError(f"{num_queries} queries is not a multiple of K = {self.num_mask_tokens}")
+        rng = resolve_random_source(rng, generator)
+        aux = list(outputs.get("aux_outputs") or [])
+        # (suffix, decoder layer, outputs), last layer first as the reference.
+        layers = [(0, len(aux), outputs)]
+        if self.deep_supervision:
+            layers += [(i + 1, i, out) for i, out in enumerate(aux)]
+
+        if self.many_to_one:
+            count = sum(int((t["prompt_gt_inds"] >= 0).sum()) for t in targets)
+        else:
+            count = sum(len(t["target_gt_inds"]) for t in targets)
+        num_masks = _num_normalizer(count, pred_masks.device)
+        if details is not None:
+            details["num_masks"] = num_masks
+            details["layers"] = {}
+
+        indices = None
+        if not self.many_to_one:
+            indices = self.matcher(outputs, targets, rng=rng)
+            if details is not None:
+                details["indices"] = indices
+
+        losses: Dict[str, Tensor] = {}
+        for suffix, layer, layer_outputs in layers:
+            layer_details: Optional[Dict[str, Tensor]] = {} if details is not None else None
+            if self.many_to_one:
+                layer_losses = self._many_to_one_losses(layer_outputs, targets, num_masks, rng, layer_details)
+            else:
+                layer_indices = indices
+                if self.match_each_layer and suffix != 0:
+                    layer_indices = self.matcher(layer_outputs, targets, rng=rng)
+                    if layer_details is not None:
+                        layer_details["indices"] = layer_indices
+                layer_losses = self._many_to_many_losses(
+                    layer_outputs, targets, layer_indices, num_masks, rng, layer_details
+                )
+            if details is not None:
+                details["layers"][layer] = layer_details
+            losses.update({f"{name}_{suffix}": layer_losses[name] for name in LOSS_NAMES})
+        return losses
+
+    # ------------------------------------------------------------------ shared pieces
+    def _point_losses(
+        self,
+        pred_masks: Tensor,
+        batch_idx: Tensor,
+        query_idx: Tensor,
+        gt_idx: Tensor,
+        targets: List[Dict[str, Any]],
+        rng: RandomSource,
+        details: Optional[Dict[str, Tensor]],
+    ) -> Tuple[Tensor, Tensor]:
+        """Per-pair mask BCE and dice on uncertainty-sampled points. Returns two (M,) tensors."""
+        src = pred_masks[batch_idx, query_idx][:, None].float()
+        coords = sample_uncertain_points(
+            src.detach(), self.num_points, self.oversample_ratio, self.importance_sample_ratio, rng
+        )
+        labels = torch.empty(coords.shape[:2], dtype=torch.float32, device=coords.device)
+        for b, target in enumerate(targets):
+            sel = batch_idx == b
+            if bool(sel.any()):
+                labels[sel] = sample_binary_masks(target["ori_masks"].to(coords.device), gt_idx[sel], coords[sel])
+        logits = point_sample(src, coords, align_corners=False).squeeze(1)
+        bce = sigmoid_ce_loss(logits, labels)
+        dice = dice_loss(logits, labels)
+        if details is not None:
+            details.update(point_coords=coords, point_labels=labels, point_logits=logits, bce=bce, dice=dice)
+        return bce, dice
+
+    def _iou_target(self, dice: Tensor) -> Tensor:
+        target = 1 - dice
+        return target.detach() if self.detach_iou_target else target
+
+    @staticmethod
+    def _zero_losses(outputs: Dict[str, Any]) -> Dict[str, Tensor]:
+        """Zero losses that keep the outputs in the graph (an image batch without any target)."""
+        mask_zero = outputs["pred_masks"].sum() * 0.0
+        box_zero = outputs["pred_boxes"].sum() * 0.0
+        return {
+            "loss_mask_bce": mask_zero,
+            "loss_mask_dice": mask_zero,
+            "iou_score_loss": mask_zero + outputs["pred_ious"].sum() * 0.0,
+            "loss_bbox": box_zero,
+            "loss_giou": box_zero,
+        }
+
+    # ------------------------------------------------------------------ many-to-many
+    def _many_to_many_losses(
+        self,
+        outputs: Dict[str, Any],
+        targets: List[Dict[str, Any]],
+        indices: Sequence[Tuple[Tensor, Tensor]],
+        num_masks: float,
+        rng: RandomSource,
+        details: Optional[Dict[str, Tensor]],
+    ) -> Dict[str, Tensor]:
+        pred_masks = outputs["pred_masks"]
+        device = pred_masks.device
+        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)
+        query_idx = torch.cat([src for src, _ in indices]).to(device)
+        gt_idx = torch.cat([t["target_gt_inds"].to(device)[tgt.to(device)] for t, (_, tgt) in zip(targets, indices)])
+        if len(query_idx) == 0:
+            return self._zero_losses(outputs)
+
+        bce, dice = self._point_losses(pred_masks, batch_idx, query_idx, gt_idx, targets, rng, details)
+        pred_ious = outputs["pred_ious"].flatten(1)[batch_idx, query_idx].float()
+        iou_err = iou_score_loss(pred_ious, self._iou_target(dice))
+        pred_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()
+        gt_boxes = torch.cat(
+            [
+                t["ori_boxes"].to(device)[t["target_gt_inds"].to(device)[tgt.to(device)]]
+                for t, (_, tgt) in zip(targets, indices)
+            ]
+        ).float()
+        l1 = box_l1_loss(pred_boxes, gt_boxes)
+        giou = giou_loss(pred_boxes, gt_boxes)
+        if details is not None:
+            details.update(
+                iou_pred=pred_ious, iou_sq_err=iou_err, box_pred=pred_boxes, box_target=gt_boxes, l1=l1, giou_loss=giou
+            )
+        return {
+            "loss_mask_bce": bce.sum() / num_masks,
+            "loss_mask_dice": dice.sum() / num_masks,
+            "iou_score_loss": iou_err.sum() / num_masks,
+            "loss_bbox": l1.sum() / num_masks,
+            "loss_giou": giou.sum() / num_masks,
+        }
+
+    # ------------------------------------------------------------------ many-to-one
+    def _many_to_one_losses(
+        self,
+        outputs: Dict[str, Any],
+        targets: List[Dict[str, Any]],
+        num_masks: float,
+        rng: RandomSource,
+        details: Optional[Dict[str, Tensor]],
+    ) -> Dict[str, Tensor]:
+        pred_masks = outputs["pred_masks"]
+        device = pred_masks.device
+        k = self.num_mask_tokens
+        # Every output of every prompt that has a target, prompt-major: (b, i, token).
+        batch_of_prompt, prompt_idx, gt_of_prompt = [], [], []
+        for b, target in enumerate(targets):
+            gt = target["prompt_gt_inds"].to(device)
+            keep = (gt >= 0).nonzero().squeeze(1)
+            batch_of_prompt.append(torch.full_like(keep, b))
+            prompt_idx.append(keep)
+            gt_of_prompt.append(gt[keep])
+        batch_of_prompt = torch.cat(batch_of_prompt)
+        prompt_idx = torch.cat(prompt_idx)
+        gt_of_prompt = torch.cat(gt_of_prompt)
+        if len(prompt_idx) == 0:
+            return self._zero_losses(outputs)
+        tokens = torch.arange(k, device=device)
+        batch_idx = batch_of_prompt.repeat_interleave(k)
+        query_idx = (prompt_idx[:, None] * k + tokens[None, :]).flatten()
+        gt_idx = gt_of_prompt.repeat_interleave(k)
+
+        bce, dice = self._point_losses(pred_masks, batch_idx, query_idx, gt_idx, targets, rng, details)
+        best = (bce + dice).view(-1, k).min(1).indices
+
+        def pick(per_output: Tensor) -> Tensor:
+            return per_output.view(-1, k).gather(1, best[:, None]).squeeze(1)
+
+        bce_best, dice_best = pick(bce), pick(dice)
+        pred_ious = outputs["pred_ious"][batch_of_prompt, prompt_idx].float().gather(1, best[:, None]).squeeze(1)
+        iou_err = iou_score_loss(pred_ious, self._iou_target(dice_best))
+        pred_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()
+        gt_boxes = torch.cat([t["ori_boxes"].to(device)[gt_idx[batch_idx == b]] for b, t in enumerate(targets)]).float()
+        l1 = pick(box_l1_loss(pred_boxes, gt_boxes))
+        giou = pick(giou_loss(pred_boxes, gt_boxes))
+        if details is not None:
+            details.update(best_token=best, iou_pred=pred_ious, iou_sq_err=iou_err, l1=l1, giou_loss=giou)
+        return {
+            "loss_mask_bce": bce_best.sum() / num_masks,
+            "loss_mask_dice": dice_best.sum() / num_masks,
+            "iou_score_loss": iou_err.sum() / num_masks,
+            "loss_bbox": l1.sum() / num_masks,
+            "loss_giou": giou.sum() / num_masks,
+        }
+
+    def __repr__(self) -> str:
+        mode = "many_to_one" if self.many_to_one else "many_to_many"
+        return (
+            f"{type(self).__name__}(mode={mode}, num_points={self.num_points}, "
+            f"oversample_ratio={self.oversample_ratio}, importance_sample_ratio={self.importance_sample_ratio}, "
+            f"num_mask_tokens={self.num_mask_tokens}, detach_iou_target={self.detach_iou_target}, "
+            f"match_each_layer={self.match_each_layer}, matcher={self.matcher!r}, weight_dict={self.weight_dict})"
+        )
+
+
+def build_criterion(cfg) -> SemanticSamCriterion:
+    """The training criterion configured by ``cfg.MODEL.DECODER`` (many-to-one if ``MANY_TO_ONE``)."""
+    return SemanticSamCriterion(cfg)

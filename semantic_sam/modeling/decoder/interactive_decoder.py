@@ -1,0 +1,311 @@
+"""The interactive multi-granularity query decoder (the reference's ``IMaskDINODecoder``).
+
+Shape shorthand: B = images, N = prompts per image, K = tokens per prompt (``NUM_INTERACTIVE_TOKENS``),
+Q = N * K queries (query q = i * K + k is prompt i, token k), C = hidden dim, L = decoder layers,
+h, w = 1/4 of the padded image size.
+
+Each prompt (a point as a tiny box, or a box; normalized cxcywh of the padded frame) becomes K
+queries sharing one anchor. A DINO-style deformable decoder refines the queries and anchors over
+the multi-scale features, flattened coarse to fine (1/64, 1/32, 1/16, 1/8), and every layer predicts,
+per query, a mask (dot product with the 1/4-resolution mask features), a box and an IoU score.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from detectron2.config import configurable
+from torch import Tensor, nn
+
+from ..registry import DECODER, register
+from .layers import MLP, DeformableDecoderLayer, DeformableTransformerDecoder, inverse_sigmoid
+from .prompt_encoder import ATTN_MASK_MODES, anchor_queries, content_queries, noise_anchor_boxes, self_attn_mask
+
+__all__ = ["InteractiveDecoder"]
+
+
+@register(DECODER, "interactive_mask_dino")
+class InteractiveDecoder(nn.Module):
+    """Prompt queries -> per-layer masks, boxes and IoU scores.
+
+    State-dict names and shapes are those of the released checkpoints under
+    ``sem_seg_head.predictor.``, including the aliases of shared modules: ``decoder_norm`` is
+    ``decoder.norm``, and ``_bbox_embed``, ``bbox_embed.{l}`` and ``decoder.bbox_embed.{l}`` are one MLP.
+    ``lang_mapper``, ``class_embed`` and ``class_embed_part`` exist only for checkpoint compatibility
+    (the language branch is disabled in every released model).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        hidden_dim: int = 256,
+        mask_dim: int = 256,
+        num_heads: int = 8,
+        dim_feedforward: int = 2048,
+        dec_layers: int = 9,
+        dropout: float = 0.0,
+        num_feature_levels: int = 4,
+        dec_n_points: int = 4,
+        num_mask_tokens: int = 6,
+        dim_proj: int = 512,
+        enforce_input_proj: bool = False,
+        noise_scale: float = 0.4,
+        point_noise_factor: float = 0.01,
+    ) -> None:
+        """
+        Args:
+            in_channels: channels of the pixel decoder's multi-scale features.
+            hidden_dim: query width C.
+            mask_dim: channels of the mask features (output width of ``mask_embed``).
+            num_heads: heads of the self- and cross-attention (the reference always uses 8).
+            dim_feedforward: FFN width of each layer.
+            dec_layers: number of decoder layers L.
+            dropout: dropout of the decoder layers.
+            num_feature_levels: multi-scale feature levels attended to (4).
+            dec_n_points: deformable sampling points per head and level.
+            num_mask_tokens: K, content queries per prompt.
+            dim_proj: width of the (unused) language projections.
+            enforce_input_proj: project features with a 1x1 conv + GN even when ``in_channels == hidden_dim``.
+            noise_scale: training-time anchor jitter (``DN_NOISE_SCALE``); 0 disables it.
+            point_noise_factor: extra factor on the jitter of point prompts (0.01 in the reference).
+        """
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.num_feature_levels = num_feature_levels
+        self.num_mask_tokens = num_mask_tokens
+        self.num_layers = dec_layers
+        self.noise_scale = noise_scale
+        self.point_noise_factor = point_noise_factor
+
+        # Unused language-side projections, kept for checkpoint compatibility.
+        self.lang_mapper = nn.Parameter(torch.empty(dim_proj, hidden_dim))
+        self.class_embed = nn.Parameter(torch.empty(hidden_dim, dim_proj))
+        self.class_embed_part = nn.Parameter(torch.empty(hidden_dim, dim_proj))
+        for p in (self.lang_mapper, self.class_embed, self.class_embed_part):
+            nn.init.trunc_normal_(p, std=0.02)
+
+        self.input_proj = nn.ModuleList()
+        for _ in range(num_feature_levels):
+            if in_channels != hidden_dim or enforce_input_proj:
+                conv = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
+                nn.init.xavier_uniform_(conv.weight, gain=1)
+                nn.init.constant_(conv.bias, 0)
+                self.input_proj.append(nn.Sequential(conv, nn.GroupNorm(32, hidden_dim)))
+            else:
+                self.input_proj.append(nn.Sequential())
+
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        layer = DeformableDecoderLayer(
+            hidden_dim, dim_feedforward, dropout, num_feature_levels, num_heads, dec_n_points
+        )
+        self.decoder = DeformableTransformerDecoder(layer, dec_layers, self.decoder_norm, hidden_dim)
+
+        self._bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        nn.init.constant_(self._bbox_embed.layers[-1].weight, 0)
+        nn.init.constant_(self._bbox_embed.layers[-1].bias, 0)
+        self.bbox_embed = nn.ModuleList([self._bbox_embed] * dec_layers)
+        self.decoder.bbox_embed = self.bbox_embed
+
+        self.iou_prediction_head = MLP(hidden_dim, hidden_dim, 1, 3)
+        self.mask_tokens = nn.Embedding(num_mask_tokens, hidden_dim)
+        self.pb_embedding = nn.Embedding(2, hidden_dim)
+        self.label_enc = nn.Embedding(2, hidden_dim)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int) -> dict:
+        from ...config import ConfigError
+
+        dec = cfg.MODEL.DECODER
+        unsupported = {
+            "MODEL.DECODER.TWO_STAGE": (dec.TWO_STAGE, False),
+            "MODEL.DECODER.INITIAL_PRED": (dec.INITIAL_PRED, False),
+            "MODEL.DECODER.LEARN_TGT": (dec.LEARN_TGT, False),
+            "MODEL.DECODER.PRE_NORM": (dec.PRE_NORM, False),
+            "MODEL.DECODER.NUM_OBJECT_QUERIES": (dec.NUM_OBJECT_QUERIES, 0),
+        }
+        for key, (value, supported) in unsupported.items():
+            if value != supported:
+                raise ConfigError(
+                    f"{key}={value!r} is not supported by the interactive decoder (only {supported!r}, "
+                    "as in every released Semantic-SAM config)"
+                )
+        num_heads = dec.QUERY_DECODER_NHEADS
+        if num_heads <= 0:
+            num_heads = dec.NHEADS
+        return {
+            "in_channels": in_channels,
+            "hidden_dim": dec.HIDDEN_DIM,
+            "mask_dim": cfg.MODEL.ENCODER.MASK_DIM,
+            "num_heads": num_heads,
+            "dim_feedforward": dec.DIM_FEEDFORWARD,
+            "dec_layers": dec.DEC_LAYERS,
+            "dropout": dec.DROPOUT,
+            "num_feature_levels": dec.TOTAL_NUM_FEATURE_LEVELS,
+            "dec_n_points": dec.DEC_N_POINTS,
+            "num_mask_tokens": dec.NUM_INTERACTIVE_TOKENS,
+            "dim_proj": cfg.MODEL.DIM_PROJ,
+            "enforce_input_proj": dec.ENFORCE_INPUT_PROJ,
+            "noise_scale": dec.DN_NOISE_SCALE,
+            "point_noise_factor": dec.POINT_NOISE_FACTOR,
+        }
+
+    # ------------------------------------------------------------------------------------------
+    def flatten_memory(self, multi_scale_features: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Project and flatten the feature levels, coarsest first (the reverse of the pixel decoder's order).
+
+        Args:
+            multi_scale_features: L_f tensors (B, C_in, H_l, W_l) at strides 8, 16, 32, 64.
+
+        Returns:
+            ``(memory (B, S, C), spatial_shapes (L_f, 2) int64 (H, W), level_start_index (L_f,))``,
+            levels in the order strides 64, 32, 16, 8.
+        """
+        if len(multi_scale_features) != self.num_feature_levels:
+            raise ValueError(
+                f"expected {self.num_feature_levels} multi-scale feature levels, got {len(multi_scale_features)}"
+            )
+        flat, shapes = [], []
+        for idx in reversed(range(self.num_feature_levels)):
+            x = self.input_proj[idx](multi_scale_features[idx])
+            shapes.append(x.shape[-2:])
+            flat.append(x.flatten(2).transpose(1, 2))
+        memory = torch.cat(flat, dim=1)
+        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=memory.device)
+        level_start_index = torch.cat(
+            (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
+        )
+        return memory, spatial_shapes, level_start_index
+
+    def precompute_memory(self, multi_scale_features: Sequence[Tensor]) -> dict:
+        """Everything the decoder derives from the image alone, to reuse across prompt batches.
+
+        Returns:
+            ``{"memory": (B, S, C), "spatial_shapes": (L_f, 2), "level_start_index": (L_f,),
+            "values": [L x (B, S, C)]}`` (each layer's projected cross-attention values; about
+            ``L * S * C`` floats, e.g. 106 MB for SwinT at 640 x 853).
+        """
+        memory, spatial_shapes, level_start_index = self.flatten_memory(multi_scale_features)
+        return {
+            "memory": memory,
+            "spatial_shapes": spatial_shapes,
+            "level_start_index": level_start_index,
+            "values": self.decoder.project_memory(memory),
+        }
+
+    def prediction_heads(
+        self, hs: Tensor, reference: Tensor, mask_features: Tensor, num_prompts: int
+    ) -> dict[str, Tensor]:
+        """Masks, boxes and IoU scores of one layer.
+
+        The heads apply ``decoder_norm`` once more on ``hs`` (which is already ``decoder.norm(out)``):
+        the reference's double LayerNorm, kept because the released weights were trained with it.
+
+        Args:
+            hs: (B, Q, C) normed output of the layer.
+            reference: (B, Q, 4) the layer's input anchor (sigmoid, cxcywh), not detached.
+            mask_features: (B, C_mask, h, w).
+            num_prompts: N.
+
+        Returns:
+            ``pred_masks`` (B, Q, h, w) logits, ``pred_boxes`` (B, Q, 4) cxcywh in [0, 1],
+            ``pred_ious`` (B, N, K) raw scores.
+        """
+        out = self.decoder_norm(hs)
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(out), mask_features)
+        boxes = (self._bbox_embed(out) + inverse_sigmoid(reference)).sigmoid()
+        ious = self.iou_prediction_head(out).view(out.shape[0], num_prompts, self.num_mask_tokens)
+        return {"pred_masks": masks, "pred_boxes": boxes, "pred_ious": ious}
+
+    def forward(
+        self,
+        multi_scale_features: Sequence[Tensor],
+        mask_features: Tensor,
+        boxes: Tensor,
+        pb: Tensor,
+        attn_mask: str = "block",
+        num_point_prompts: Union[Sequence[int], Tensor, None] = None,
+        anchor_noise: Optional[Tensor] = None,
+        return_aux: bool = True,
+        memory_cache: Optional[dict] = None,
+    ) -> dict:
+        """Decode N prompts per image into N * K masks, boxes and IoU scores.
+
+        Args:
+            multi_scale_features: 4 tensors (B, C_in, H_l, W_l) at strides 8, 16, 32, 64.
+            mask_features: (B, C_mask, h, w) at stride 4.
+            boxes: (B, N, 4) prompt boxes, cxcywh normalized to the padded frame (a point is a tiny box).
+            pb: (B, N) prompt-type flags indexing ``pb_embedding`` (0 at inference in the reference).
+            attn_mask: ``"block"``: each prompt's K queries attend only to each other; ``"none"``: all
+                queries attend to all (the reference's demo/automatic-generation mode).
+            num_point_prompts: per image, how many leading prompts are points (only used by the
+                training anchor noise, which is 100x smaller for points); None = all.
+            anchor_noise: (B, N, 4) uniform [0, 1) draws for the training anchor noise instead of
+                ``torch.rand_like`` (for reproducibility tests); ignored in eval mode.
+            return_aux: compute the heads of layers 0..L-2 too (``aux_outputs``); if False,
+                ``aux_outputs`` is an empty list.
+            memory_cache: the result of :meth:`precompute_memory` for these features (same images);
+                it skips the per-call memory projections and gives the same outputs.
+
+        Returns:
+            dict with ``pred_masks`` (B, Q, h, w) logits, ``pred_boxes`` (B, Q, 4) cxcywh normalized to the
+            padded frame, ``pred_ious`` (B, N, K) raw, all of the last layer, and ``aux_outputs``: a list of
+            L - 1 dicts with the same keys for layers 0..L-2.
+        """
+        self._check_prompts(boxes, pb, mask_features)
+        if attn_mask not in ATTN_MASK_MODES:
+            raise ValueError(f"attn_mask must be one of {ATTN_MASK_MODES}, got {attn_mask!r}")
+        b, n, _ = boxes.shape
+        if memory_cache is None:
+            memory, spatial_shapes, level_start_index = self.flatten_memory(multi_scale_features)
+            values = None
+        else:
+            memory, spatial_shapes = memory_cache["memory"], memory_cache["spatial_shapes"]
+            level_start_index, values = memory_cache["level_start_index"], memory_cache["values"]
+        if memory.shape[0] != b:
+            raise ValueError(f"features have batch size {memory.shape[0]} but boxes have {b}")
+
+        if self.training and self.noise_scale > 0:
+            boxes = noise_anchor_boxes(
+                boxes, self.noise_scale, num_point_prompts, self.point_noise_factor, anchor_noise
+            )
+        tgt = content_queries(self.label_enc, self.pb_embedding, self.mask_tokens, pb)
+        refpoints_unsigmoid = anchor_queries(boxes, self.num_mask_tokens)
+        tgt_mask = self_attn_mask(attn_mask, n, self.num_mask_tokens, boxes.device)
+
+        hs, references = self.decoder(
+            tgt=tgt,
+            refpoints_unsigmoid=refpoints_unsigmoid,
+            memory=memory,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            tgt_mask=tgt_mask,
+            values=values,
+        )
+        layers = range(len(hs)) if return_aux else [len(hs) - 1]
+        per_layer = [self.prediction_heads(hs[l], references[l], mask_features, n) for l in layers]
+        out = dict(per_layer[-1])
+        if self.training:
+            # Keep the unused projections in the autograd graph (DDP without find_unused_parameters).
+            unused = self.lang_mapper.sum() + self.class_embed.sum() + self.class_embed_part.sum()
+            out["pred_boxes"] = out["pred_boxes"] + 0.0 * unused
+        out["aux_outputs"] = per_layer[:-1]
+        return out
+
+    def _check_prompts(self, boxes: Tensor, pb: Tensor, mask_features: Tensor) -> None:
+        if not torch.is_tensor(boxes) or boxes.dim() != 3 or boxes.shape[-1] != 4:
+            raise ValueError(f"boxes must be a (B, N, 4) tensor, got {getattr(boxes, 'shape', type(boxes))}")
+        if not boxes.is_floating_point():
+            raise TypeError(f"boxes must be floating point (normalized cxcywh), got {boxes.dtype}")
+        if boxes.shape[1] == 0:
+            raise ValueError("boxes: at least one prompt per image is required (N = 0)")
+        if not torch.is_tensor(pb) or pb.shape != boxes.shape[:2]:
+            raise ValueError(
+                f"pb must be a (B, N) = {tuple(boxes.shape[:2])} tensor, got {getattr(pb, 'shape', type(pb))}"
+            )
+        if mask_features.dim() != 4 or mask_features.shape[0] != boxes.shape[0]:
+            raise ValueError(
+                f"mask_features must be (B={boxes.shape[0]}, C, h, w), got {tuple(mask_features.shape)}"
+            )

@@ -1,0 +1,541 @@
+"""The Semantic-SAM meta-architecture: normalization, padding, encoding, prompt decoding, post-processing.
+
+Shape shorthand: B = images, N = prompts per image, K = tokens per prompt (granularity content
+queries, ``NUM_INTERACTIVE_TOKENS``), H, W = image size, Hp, Wp = padded size (multiple of 32),
+h, w = output size. Normalized boxes are cxcywh in [0, 1]; pixel boxes are xyxy; points are (x, y) pixels.
+
+Every user of the model (interactive predictor, automatic mask generator, evaluator, training loop)
+goes through the methods below: ``preprocess_image`` -> ``encode_image`` (once per image) ->
+``decode_prompts`` (per prompt batch) -> ``postprocess_masks``; ``inference`` chains them for lists of
+images with pixel prompts, and ``forward`` returns the training losses.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import BitMasks, ImageList
+from torch import Tensor, nn
+
+from ..utils.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from .decoder.prompt_encoder import ATTN_MASK_MODES
+from .registry import BACKBONE, HEAD, META_ARCH, register
+
+__all__ = ["SemanticSAM", "POINT_CONVENTIONS"]
+
+POINT_CONVENTIONS = ("eval", "demo")
+# Half size in pixels of the box a click becomes in the reference's COCO evaluation and training.
+_CLICK_BOX_HALF_SIZE = 3.0
+# Normalized width and height of a click box in the reference's demo / predictor / AMG.
+_DEMO_POINT_SIZE = 0.005
+
+
+@META_ARCH_REGISTRY.register()
+@register(META_ARCH, "interactive_mask_dino")
+class SemanticSAM(nn.Module):
+    """Swin backbone -> deformable pixel decoder -> interactive multi-granularity decoder.
+
+    Every prompt (a click or a box) yields K masks of different granularity, each with a box and a
+    predicted IoU. Attributes: ``backbone``, ``sem_seg_head`` (``.pixel_decoder``, ``.predictor``),
+    non-persistent buffers ``pixel_mean`` / ``pixel_std`` (3, 1, 1), ``size_divisibility``,
+    ``num_mask_tokens`` (K), ``device``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        sem_seg_head: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        size_divisibility: int = 32,
+        num_clicks_per_image: int = 60,
+        criterion: Optional[Callable] = None,
+        criterion_factory: Optional[Callable[[], Callable]] = None,
+        train_box_prompts: bool = False,
+        train_boxes_padded_frame: bool = False,
+        noise_scale: float = 0.4,
+    ) -> None:
+        """
+        Args:
+            backbone: detectron2 ``Backbone`` returning ``res2..res5``.
+            sem_seg_head: holds ``pixel_decoder`` (with ``forward_features``) and ``predictor``.
+            pixel_mean, pixel_std: RGB normalization on the 0-255 scale.
+            size_divisibility: images are zero-padded (after normalization) to a multiple of this.
+            num_clicks_per_image: prompts sampled per training image (``MAX_NUM_INSTANCE``).
+            criterion: callable ``criterion(outputs, targets) -> dict[str, Tensor]`` with a
+                ``weight_dict``; it must hold no parameters or buffers (it is kept outside the module
+                tree, so it adds no state-dict keys).
+            criterion_factory: builds the criterion on the first training step when ``criterion`` is None
+                (lets the model build and infer without the training-only modules).
+            train_box_prompts: also sample box prompts in training (the reference never does).
+            train_boxes_padded_frame: normalize training prompt and GT boxes by the padded size
+                (the reference normalizes by the image size; equal for 1024 x 1024 SA-1B crops).
+            noise_scale: training anchor jitter (``DN_NOISE_SCALE``); its uniform draws are made with
+                the other target draws and applied by the decoder.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        if self.pixel_mean.shape != (3, 1, 1) or self.pixel_std.shape != (3, 1, 1):
+            raise ValueError(f"pixel_mean and pixel_std must have 3 values, got {pixel_mean} and {pixel_std}")
+        self.size_divisibility = size_divisibility
+        self.num_mask_tokens = sem_seg_head.predictor.num_mask_tokens
+        self.num_clicks_per_image = num_clicks_per_image
+        self.train_box_prompts = train_box_prompts
+        self.train_boxes_padded_frame = train_boxes_padded_frame
+        self.noise_scale = noise_scale
+        # Plain attributes (not submodules): the criterion must not appear in the state dict.
+        self.__dict__["_criterion"] = criterion
+        self.__dict__["_criterion_factory"] = criterion_factory
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        from ..build import get_registered
+
+        backbone = get_registered(BACKBONE, cfg.MODEL.BACKBONE.NAME, "MODEL.BACKBONE.NAME")(cfg)
+        head = get_registered(HEAD, cfg.MODEL.HEAD, "MODEL.HEAD")(cfg, backbone.output_shape())
+
+        def criterion_factory():
+            from .criterion import build_criterion
+
+            return build_criterion(cfg)
+
+        return {
+            "backbone": backbone,
+            "sem_seg_head": head,
+            "pixel_mean": list(cfg.INPUT.PIXEL_MEAN),
+            "pixel_std": list(cfg.INPUT.PIXEL_STD),
+            "size_divisibility": cfg.MODEL.DECODER.SIZE_DIVISIBILITY,
+            "num_clicks_per_image": cfg.MODEL.DECODER.MAX_NUM_INSTANCE,
+            "criterion_factory": criterion_factory,
+            "train_box_prompts": cfg.MODEL.DECODER.get("TRAIN_BOX_PROMPTS", False),
+            "train_boxes_padded_frame": cfg.MODEL.DECODER.get("TRAIN_BOXES_PADDED_FRAME", False),
+            "noise_scale": cfg.MODEL.DECODER.DN_NOISE_SCALE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def criterion(self) -> Callable:
+        """The training criterion, built on first use."""
+        if self._criterion is None:
+            if self._criterion_factory is None:
+                raise RuntimeError("SemanticSAM has no criterion: pass `criterion=` or build it from a config")
+            self.__dict__["_criterion"] = self._criterion_factory()
+        return self._criterion
+
+    # ------------------------------------------------------------------------------------------
+    # Building blocks
+    # ------------------------------------------------------------------------------------------
+    def preprocess_image(self, images: Sequence[Tensor]) -> ImageList:
+        """Normalize RGB images and zero-pad them (after normalization) bottom/right to a multiple of 32.
+
+        Args:
+            images: list of (3, H_i, W_i) uint8 or float tensors, RGB, 0-255.
+
+        Returns:
+            detectron2 ``ImageList``: ``tensor`` (B, 3, Hp, Wp) on the model's device, ``image_sizes``
+            [(H_i, W_i)]; Hp, Wp = the largest H_i, W_i rounded up to ``size_divisibility``.
+        """
+        if isinstance(images, Tensor) or not isinstance(images, Sequence) or len(images) == 0:
+            raise ValueError("preprocess_image expects a non-empty list of (3, H, W) image tensors")
+        for i, img in enumerate(images):
+            _check_image(img, f"image {i}")
+        normalized = [(img.to(self.device).float() - self.pixel_mean) / self.pixel_std for img in images]
+        return ImageList.from_tensors(normalized, self.size_divisibility)
+
+    def encode_image(self, images: Union[ImageList, Tensor], cache_decoder_memory: bool = False) -> dict:
+        """Backbone + pixel decoder: the expensive part, done once per image.
+
+        Args:
+            images: an ``ImageList`` from :meth:`preprocess_image`, or its (B, 3, Hp, Wp) tensor.
+            cache_decoder_memory: also precompute the decoder's prompt-independent work (flattened
+                memory and every layer's value projection, ``"decoder_memory"``), which
+                :meth:`decode_prompts` then reuses: worth it when one image is decoded with several
+                prompt batches (interactive predictor, automatic mask generation). Costs about
+                ``DEC_LAYERS * S * C`` floats (106 MB for SwinT at 640 x 853).
+
+        Returns:
+            ``{"mask_features": (B, C, Hp/4, Wp/4), "multi_scale_features": [4 x (B, C, h_l, w_l)]}``,
+            strides 8, 16, 32, 64 (plus ``"decoder_memory"`` if asked).
+        """
+        tensor = images.tensor if isinstance(images, ImageList) else images
+        if not torch.is_tensor(tensor) or tensor.dim() != 4 or tensor.shape[1] != 3:
+            raise ValueError(
+                "encode_image expects an ImageList or a (B, 3, Hp, Wp) tensor, "
+                f"got {getattr(tensor, 'shape', type(tensor))}"
+            )
+        features = self.sem_seg_head.encode(self.backbone(tensor))
+        if cache_decoder_memory:
+            features["decoder_memory"] = self.sem_seg_head.predictor.precompute_memory(features["multi_scale_features"])
+        return features
+
+    def decode_prompts(
+        self,
+        features: Mapping[str, object],
+        boxes: Tensor,
+        pb: Tensor,
+        attn_mask: str = "block",
+        return_aux: bool = True,
+        num_point_prompts: Optional[Sequence[int]] = None,
+        anchor_noise: Optional[Tensor] = None,
+    ) -> dict:
+        """Decode prompts over encoded images.
+
+        Args:
+            features: the dict of :meth:`encode_image` (B images).
+            boxes: (B, N, 4) prompt boxes, cxcywh normalized to the padded frame (see :meth:`point_to_box`).
+            pb: (B, N) prompt-type flags (0 for every inference path of the reference).
+            attn_mask: ``"block"``: each prompt's K queries attend only to each other, so a prompt's
+                outputs do not depend on the other prompts; ``"none"``: every query sees every query
+                (the reference's demo / automatic mask generation mode).
+            return_aux: also compute the outputs of layers 0..L-2 (False: ``aux_outputs`` is empty; faster).
+            num_point_prompts: training only: per image, how many leading prompts are clicks (their
+                anchor jitter is 100x smaller); None = all.
+            anchor_noise: training only: (B, N, 4) uniform draws for the anchor jitter (default: drawn).
+
+        Returns:
+            ``pred_masks`` (B, N*K, Hp/4, Wp/4) logits, ``pred_boxes`` (B, N*K, 4) cxcywh normalized to the
+            padded frame, ``pred_ious`` (B, N, K) raw, ``aux_outputs`` (list of L-1 dicts, layers 0..L-2).
+            Query q = i*K + k is prompt i, token k.
+        """
+        if attn_mask not in ATTN_MASK_MODES:
+            raise ValueError(f"attn_mask must be one of {ATTN_MASK_MODES}, got {attn_mask!r}")
+        return self.sem_seg_head.predictor(
+            features["multi_scale_features"],
+            features["mask_features"],
+            boxes,
+            pb,
+            attn_mask=attn_mask,
+            num_point_prompts=num_point_prompts,
+            anchor_noise=anchor_noise,
+            return_aux=return_aux,
+            memory_cache=features.get("decoder_memory"),
+        )
+
+    @staticmethod
+    def postprocess_masks(
+        mask_logits: Tensor,
+        padded_size: Sequence[int],
+        image_size: Sequence[int],
+        output_size: Sequence[int],
+    ) -> Tensor:
+        """Low-resolution mask logits -> logits at the output size, exactly as the reference.
+
+        Bilinear (align_corners=False) up to (Hp, Wp), crop to (H, W), then bicubic antialiased resize to
+        ``output_size``.
+
+        Args:
+            mask_logits: (..., Hp/4, Wp/4).
+            padded_size: (Hp, Wp).
+            image_size: (H, W) of the valid region.
+            output_size: (h, w).
+
+        Returns:
+            (..., h, w) float logits.
+        """
+        lead = mask_logits.shape[:-2]
+        x = mask_logits.reshape(1, -1, *mask_logits.shape[-2:])
+        x = F.interpolate(x, size=tuple(int(s) for s in padded_size), mode="bilinear", align_corners=False)
+        x = x[:, :, : int(image_size[0]), : int(image_size[1])]
+        x = F.interpolate(
+            x, size=tuple(int(s) for s in output_size), mode="bicubic", align_corners=False, antialias=True
+        )
+        return x.reshape(*lead, *x.shape[-2:])
+
+    @staticmethod
+    def point_to_box(
+        points_xy: Tensor,
+        image_size: Sequence[int],
+        padded_size: Sequence[int],
+        convention: str = "eval",
+    ) -> Tensor:
+        """Clicks -> prompt boxes, cxcywh normalized to the padded frame.
+
+        Args:
+            points_xy: (N, 2) pixel coordinates (x, y) in the image frame.
+            image_size: (H, W).
+            padded_size: (Hp, Wp).
+            convention: ``"eval"``: the 6-pixel box (x-3, y-3, x+3, y+3) as the reference's COCO evaluation
+                and training; ``"demo"``: (x/W, y/H, 0.005, 0.005) as its demo, predictor and AMG.
+
+        Returns:
+            (N, 4) cxcywh normalized by (Wp, Hp).
+        """
+        if points_xy.dim() != 2 or points_xy.shape[-1] != 2:
+            raise ValueError(f"points_xy must be (N, 2) (x, y), got shape {tuple(points_xy.shape)}")
+        h, w = (float(s) for s in image_size)
+        hp, wp = (float(s) for s in padded_size)
+        pts = points_xy.float()
+        whwh = pts.new_tensor([w, h, w, h])
+        to_padded = pts.new_tensor([wp, hp, wp, hp])
+        if convention == "eval":
+            r = _CLICK_BOX_HALF_SIZE
+            xyxy = torch.cat([pts - r, pts + r], dim=-1)
+            boxes = box_xyxy_to_cxcywh(xyxy) / whwh
+        elif convention == "demo":
+            size = pts.new_full((pts.shape[0], 2), _DEMO_POINT_SIZE)
+            boxes = torch.cat([pts / whwh[:2], size], dim=-1)
+        else:
+            raise ValueError(f"convention must be one of {POINT_CONVENTIONS}, got {convention!r}")
+        return boxes * whwh / to_padded
+
+    @staticmethod
+    def box_to_prompt(boxes_xyxy: Tensor, padded_size: Sequence[int]) -> Tensor:
+        """(M, 4) xyxy pixel boxes -> (M, 4) cxcywh normalized by (Wp, Hp)."""
+        hp, wp = (float(s) for s in padded_size)
+        b = boxes_xyxy.float()
+        return box_xyxy_to_cxcywh(b) / b.new_tensor([wp, hp, wp, hp])
+
+    # ------------------------------------------------------------------------------------------
+    # Forward
+    # ------------------------------------------------------------------------------------------
+    def forward(self, batched_inputs: list[dict]):
+        """Training: a dict of weighted losses; evaluation: :meth:`inference` with default options.
+
+        Args:
+            batched_inputs: list of dicts. Training (SA-1B mapper output): ``"image"`` (3, H, W) uint8 RGB and
+                ``"instances"`` (detectron2 ``Instances`` with ``gt_masks``: ``BitMasks`` or bool (M, H, W)).
+                Evaluation: see :meth:`inference`.
+
+        Returns:
+            Training: ``dict[str, Tensor]`` of weighted losses (``loss_mask_bce_0``, ..., 5 terms per
+            decoder layer; suffix 0 = last layer). Evaluation: the list of :meth:`inference`.
+        """
+        if not self.training:
+            return self.inference(batched_inputs)
+        return self._forward_train(batched_inputs)
+
+    def _forward_train(self, batched_inputs: list[dict]) -> dict[str, Tensor]:
+        from ..data.prompt_sampling import prepare_click_targets
+
+        if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
+            raise ValueError("forward expects a non-empty list of input dicts")
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x or "instances" not in x:
+                raise KeyError(f"training input {i} must have 'image' and 'instances', got keys {sorted(x)}")
+        images = self.preprocess_image([x["image"] for x in batched_inputs])
+        features = self.encode_image(images)
+        padded_size = tuple(images.tensor.shape[-2:])
+
+        targets = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            gt_masks = x["instances"].gt_masks
+            if isinstance(gt_masks, BitMasks):
+                gt_masks = gt_masks.tensor
+            if not torch.is_tensor(gt_masks) or gt_masks.dim() != 3:
+                raise ValueError(f"training input {i}: instances.gt_masks must be BitMasks or a (M, H, W) tensor")
+            instances = x["instances"]
+            gt_boxes = instances.gt_boxes.tensor.to(self.device) if instances.has("gt_boxes") else None
+            targets.append(
+                prepare_click_targets(
+                    gt_masks.to(self.device).bool(),
+                    tuple(image_size),
+                    padded_size,
+                    num_clicks=self.num_clicks_per_image,
+                    num_tokens=self.num_mask_tokens,
+                    box_prompts=self.train_box_prompts,
+                    noise_scale=self.noise_scale,
+                    training=True,
+                    gt_boxes=gt_boxes,
+                    padded_frame=self.train_boxes_padded_frame,
+                )
+            )
+        boxes = torch.stack([t["boxes_dn"] for t in targets]).to(self.device)
+        pb = torch.stack([t["pb"] for t in targets]).to(self.device)
+        num_point_prompts = [int(t["box_start"]) for t in targets]
+        noise = [t.get("anchor_noise") for t in targets]
+        anchor_noise = torch.stack(noise).to(self.device) if all(u is not None for u in noise) else None
+        outputs = self.decode_prompts(
+            features, boxes, pb, attn_mask="block", num_point_prompts=num_point_prompts, anchor_noise=anchor_noise
+        )
+
+        criterion = self.criterion
+        losses = criterion(outputs, targets)
+        weight_dict = criterion.weight_dict
+        return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+
+    @torch.no_grad()
+    def inference(
+        self,
+        batched_inputs: list[dict],
+        levels: Optional[Sequence[int]] = None,
+        attn_mask: str = "block",
+        point_convention: str = "eval",
+    ) -> list[dict]:
+        """Segment the prompts of several images (of any sizes) at once.
+
+        Images with the same padded size are encoded together; every image is decoded on its own, so
+        its results do not depend on the other images of the call.
+
+        Args:
+            batched_inputs: list of dicts, one per image, with ``"image"`` (3, H, W) uint8 (or float 0-255)
+                RGB; optional ``"height"``, ``"width"`` (output size, default H, W); prompts in the image frame:
+                ``"points"`` (P, 2) float pixel (x, y) and/or ``"boxes"`` (M, 4) float xyxy pixels, P + M > 0.
+            levels: indices into the K tokens to return (default all K, in token order).
+            attn_mask: ``"block"`` (prompts independent) or ``"none"`` (all queries of an image attend to
+                each other, as the reference's demo).
+            point_convention: how clicks become boxes, see :meth:`point_to_box`.
+
+        Returns:
+            per image, ``{"pred_masks": (P+M, |levels|, h, w) logits, "pred_ious": (P+M, |levels|),
+            "pred_boxes": (P+M, |levels|, 4) xyxy pixels in the output frame}``; points first, then boxes.
+        """
+        if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
+            raise ValueError("inference expects a non-empty list of input dicts")
+        if attn_mask not in ATTN_MASK_MODES:
+            raise ValueError(f"attn_mask must be one of {ATTN_MASK_MODES}, got {attn_mask!r}")
+        if point_convention not in POINT_CONVENTIONS:
+            raise ValueError(f"point_convention must be one of {POINT_CONVENTIONS}, got {point_convention!r}")
+        levels = self._check_levels(levels)
+        prompts = [self._check_prompts(x, i) for i, x in enumerate(batched_inputs)]
+
+        # Group images by padded size: same-size images are encoded in one batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(batched_inputs):
+            h, w = x["image"].shape[-2:]
+            groups.setdefault(self._padded_size(h, w), []).append(i)
+
+        results: list[Optional[dict]] = [None] * len(batched_inputs)
+        for padded_size, indices in groups.items():
+            images = self.preprocess_image([batched_inputs[i]["image"] for i in indices])
+            features = self.encode_image(images)
+            for j, i in enumerate(indices):
+                feats = {
+                    "mask_features": features["mask_features"][j : j + 1],
+                    "multi_scale_features": [f[j : j + 1] for f in features["multi_scale_features"]],
+                }
+                results[i] = self._decode_one(
+                    feats, batched_inputs[i], prompts[i], images.image_sizes[j], padded_size, levels,
+                    attn_mask, point_convention,
+                )
+        return results  # type: ignore[return-value]
+
+    def _decode_one(
+        self,
+        features: dict,
+        x: dict,
+        prompts: tuple[Tensor, Tensor],
+        image_size: Sequence[int],
+        padded_size: tuple[int, int],
+        levels: list[int],
+        attn_mask: str,
+        point_convention: str,
+    ) -> dict:
+        points, boxes_xyxy = prompts
+        h_img, w_img = int(image_size[0]), int(image_size[1])
+        out_h, out_w = int(x.get("height", h_img)), int(x.get("width", w_img))
+        prompt_boxes = torch.cat(
+            [
+                self.point_to_box(points.to(self.device), (h_img, w_img), padded_size, point_convention),
+                self.box_to_prompt(boxes_xyxy.to(self.device), padded_size),
+            ]
+        )
+        n = prompt_boxes.shape[0]
+        pb = prompt_boxes.new_zeros(1, n)
+        out = self.decode_prompts(features, prompt_boxes[None], pb, attn_mask=attn_mask, return_aux=False)
+
+        k = self.num_mask_tokens
+        level_idx = torch.as_tensor(levels, device=self.device)
+        masks = out["pred_masks"][0].view(n, k, *out["pred_masks"].shape[-2:])[:, level_idx]
+        masks = self.postprocess_masks(masks, padded_size, (h_img, w_img), (out_h, out_w))
+        ious = out["pred_ious"][0][:, level_idx]
+        boxes = out["pred_boxes"][0].view(n, k, 4)[:, level_idx]
+        hp, wp = padded_size
+        boxes = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([wp, hp, wp, hp])
+        boxes = boxes * boxes.new_tensor([out_w / w_img, out_h / h_img, out_w / w_img, out_h / h_img])
+        return {"pred_masks": masks, "pred_ious": ious, "pred_boxes": boxes}
+
+    # ------------------------------------------------------------------------------------------
+    # Input checks
+    # ------------------------------------------------------------------------------------------
+    def _padded_size(self, h: int, w: int) -> tuple[int, int]:
+        d = max(int(self.size_divisibility), 1)
+        return (int(h) + d - 1) // d * d, (int(w) + d - 1) // d * d
+
+    def _check_levels(self, levels: Optional[Sequence[int]]) -> list[int]:
+        k = self.num_mask_tokens
+        if levels is None:
+            return list(range(k))
+        if torch.is_tensor(levels):
+            levels = levels.tolist()
+        levels = list(levels)
+        if len(levels) == 0:
+            raise ValueError("levels must name at least one token index")
+        for lv in levels:
+            if isinstance(lv, bool) or not isinstance(lv, int) or not 0 <= lv < k:
+                raise ValueError(f"levels must be token indices in [0, {k}), got {levels}")
+        return levels
+
+    def _check_prompts(self, x: dict, i: int) -> tuple[Tensor, Tensor]:
+        """Validate image i's prompts; return (points (P, 2), boxes (M, 4)) as float CPU/device tensors."""
+        if not isinstance(x, Mapping) or "image" not in x:
+            raise KeyError(f"input {i} must be a dict with an 'image' entry")
+        _check_image(x["image"], f"input {i}: image")
+        h, w = x["image"].shape[-2:]
+        points = _as_prompt_tensor(x.get("points"), 2, f"input {i}: points", "(P, 2) pixel (x, y)")
+        boxes = _as_prompt_tensor(x.get("boxes"), 4, f"input {i}: boxes", "(M, 4) pixel xyxy")
+        if points.shape[0] + boxes.shape[0] == 0:
+            raise ValueError(f"input {i} has no prompts: give 'points' (P, 2) and/or 'boxes' (M, 4)")
+        if points.numel():
+            bad = (points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)
+            if bad.any():
+                j = int(bad.nonzero()[0])
+                raise ValueError(
+                    f"input {i}: point {j} {points[j].tolist()} lies outside the image (W={w}, H={h}); "
+                    "points are pixel (x, y) in the image frame"
+                )
+        if boxes.numel():
+            bad = (
+                (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > w) | (boxes[:, 3] > h)
+                | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+            )
+            if bad.any():
+                j = int(bad.nonzero()[0])
+                raise ValueError(
+                    f"input {i}: box {j} {boxes[j].tolist()} is not an xyxy box inside the image (W={w}, H={h})"
+                )
+        for key in ("height", "width"):
+            if key in x:
+                v = x[key]
+                ok = (isinstance(v, int) and not isinstance(v, bool)) or (torch.is_tensor(v) and v.numel() == 1)
+                if not ok or int(v) <= 0:
+                    raise ValueError(f"input {i}: '{key}' must be a positive int, got {v!r}")
+        return points, boxes
+
+
+def _check_image(img: object, name: str) -> None:
+    if not torch.is_tensor(img):
+        raise TypeError(f"{name} must be a torch.Tensor (3, H, W), got {type(img).__name__}")
+    if img.dim() != 3 or img.shape[0] != 3:
+        raise ValueError(f"{name} must be a 3-channel RGB tensor (3, H, W), got shape {tuple(img.shape)}")
+    if img.shape[1] == 0 or img.shape[2] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(img.shape)}")
+    if img.dtype != torch.uint8 and not img.is_floating_point():
+        raise TypeError(f"{name} must be uint8 or float (0-255), got {img.dtype}")
+
+
+def _as_prompt_tensor(value: object, width: int, name: str, expected: str) -> Tensor:
+    if value is None:
+        return torch.zeros(0, width)
+    t = torch.as_tensor(value) if not torch.is_tensor(value) else value
+    integer = t.dtype in (torch.int16, torch.int32, torch.int64, torch.uint8)
+    if t.dtype == torch.bool or not (t.is_floating_point() or integer):
+        raise TypeError(f"{name} must be a numeric tensor {expected}, got dtype {t.dtype}")
+    if t.numel() == 0:
+        return torch.zeros(0, width)
+    if t.dim() != 2 or t.shape[1] != width:
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
+    t = t.float()
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t

@@ -1,0 +1,318 @@
+"""Automatic mask generation: a grid of clicks over the image (and over crops), filtered into SAM-style records."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from ..utils.box_ops import box_area
+from .amg_utils import (
+    MaskData,
+    area_from_rle,
+    batch_iterator,
+    batched_mask_to_box,
+    box_xyxy_to_xywh,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    coco_rle_to_mask,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    masks_to_coco_rle,
+    remove_small_regions,
+    rle_to_uncompressed,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
+from .interactive_predictor import SemanticSamPredictor
+from .levels import ALL_LEVELS, levels_to_tokens
+from .transforms import to_rgb_uint8
+
+__all__ = ["SemanticSamAutomaticMaskGenerator"]
+
+_OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+
+
+class SemanticSamAutomaticMaskGenerator:
+    """Segment a whole image at one or several granularity levels from a grid of clicks.
+
+    The parameters are SAM's ``SamAutomaticMaskGenerator`` ones with the reference's defaults for
+    Semantic-SAM, plus ``level``.
+
+    Arguments:
+        model: a ``SemanticSAM`` model, or a :class:`SemanticSamPredictor` to share.
+        points_per_side: clicks per image side (points_per_side**2 clicks); None if ``point_grids``.
+        points_per_batch: clicks decoded together. With ``attn_mask="block"`` (default) it only
+            trades speed for memory: the output does not depend on it.
+        pred_iou_thresh: keep masks whose predicted IoU (raw head output) is > this.
+        stability_score_thresh: keep masks whose stability score is >= this.
+        stability_score_offset: the logit offset (+-) of the stability score's two cutoffs.
+        box_nms_thresh: box IoU above which a lower-scored mask of the same crop is dropped.
+        crop_n_layers: also run on crop layers 1..n, layer i having (2^i)^2 overlapping crops.
+        crop_nms_thresh: box IoU above which a mask from a larger crop is dropped.
+        crop_overlap_ratio: overlap of layer-1 crops as a fraction of the short image side.
+        crop_n_points_downscale_factor: layer i uses points_per_side / factor**i clicks per side.
+        point_grids: explicit normalized (x, y) grids, one per crop layer.
+        min_mask_region_area: if > 0, fill holes and remove islands smaller than this (pixels),
+            then rerun box NMS preferring unchanged masks.
+        output_mode: "binary_mask" ((H, W) bool), "uncompressed_rle" or "coco_rle" (pycocotools).
+        level: user levels 1..K to generate (the reference's "All Prompt" = 1..6).
+        attn_mask: "block" (default, batch-independent) or "none" (the reference: all clicks of a
+            batch attend to each other, so results depend on ``points_per_batch``).
+        stability_at_full_res: compute the stability score on full-resolution logits, as the
+            reference, instead of on the decoder's 1/4-resolution logits (default, much faster:
+            only the masks that pass both filters are upsampled).
+        short_side, max_size: the resize applied to every crop before encoding (see the predictor).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | SemanticSamPredictor,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 200,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.92,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: Sequence[np.ndarray] | None = None,
+        min_mask_region_area: int = 10,
+        output_mode: str = "binary_mask",
+        level: Sequence[int] = ALL_LEVELS,
+        *,
+        attn_mask: str = "block",
+        stability_at_full_res: bool = False,
+        short_side: int | None = 640,
+        max_size: int | None = None,
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side and point_grids")
+        if crop_n_layers < 0:
+            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+        if points_per_side is not None:
+            self.point_grids = build_all_layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
+        else:
+            self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
+            if len(self.point_grids) < crop_n_layers + 1:
+                raise ValueError(
+                    f"point_grids has {len(self.point_grids)} grids but crop_n_layers={crop_n_layers} "
+                    f"needs {crop_n_layers + 1}"
+                )
+            for i, g in enumerate(self.point_grids):
+                if g.ndim != 2 or g.shape[1] != 2 or g.min(initial=0) < 0 or g.max(initial=0) > 1:
+                    raise ValueError(f"point_grids[{i}] must be (N, 2) normalized (x, y) in [0, 1]")
+        if output_mode not in _OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}")
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        if attn_mask not in ("block", "none"):
+            raise ValueError(f"attn_mask must be 'block' or 'none', got {attn_mask!r}")
+
+        if isinstance(model, SemanticSamPredictor):
+            self.predictor = model
+        else:
+            self.predictor = SemanticSamPredictor(model, short_side=short_side, max_size=max_size)
+        self.level = list(level)
+        self.tokens = levels_to_tokens(self.level, self.predictor.num_levels)
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.attn_mask = attn_mask
+        self.stability_at_full_res = stability_at_full_res
+
+    # ------------------------------------------------------------------ public
+
+    def generate(self, image: np.ndarray, image_format: str = "RGB") -> list[dict[str, Any]]:
+        """Generate masks for a whole image.
+
+        Arguments:
+            image: (H, W, 3) uint8 in ``image_format``; grayscale and RGBA are converted.
+
+        Returns:
+            One record per mask, SAM's keys plus ``level``:
+              segmentation: (H, W) bool array, or an RLE dict (``output_mode``);
+              area (int): mask pixels; bbox (list[float]): xywh (w = x1 - x0, SAM's convention);
+              predicted_iou (float); stability_score (float);
+              point_coords (list[list[float]]): the click, pixel (x, y) of the image;
+              crop_box (list[float]): xywh of the crop it came from;
+              level (int): the user level of the mask.
+        """
+        image = to_rgb_uint8(image, image_format)
+        with torch.inference_mode():
+            data = self._generate_masks(image)
+            if self.min_mask_region_area > 0 and len(data):
+                data = self.postprocess_small_regions(
+                    data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
+                )
+        data.to_numpy()
+        return self._records(data)
+
+    # ------------------------------------------------------------------ stages
+
+    def _generate_masks(self, image: np.ndarray) -> MaskData:
+        orig_size = image.shape[:2]
+        crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        data = MaskData()
+        for crop_box, layer in zip(crop_boxes, layer_idxs):
+            crop_data = self._process_crop(image, crop_box, layer, orig_size)
+            if len(crop_data):
+                data.cat(crop_data)
+        if len(crop_boxes) > 1 and len(data):
+            # among overlapping duplicates keep the mask from the smallest crop
+            scores = 1.0 / box_area(data["crop_boxes"].float())
+            keep = batched_nms(
+                data["boxes"].float(), scores, torch.zeros(len(data), dtype=torch.long), self.crop_nms_thresh
+            )
+            data.filter(keep)
+        return data
+
+    def _process_crop(
+        self, image: np.ndarray, crop_box: list[int], layer: int, orig_size: tuple[int, int]
+    ) -> MaskData:
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        crop_h, crop_w = crop.shape[:2]
+        self.predictor.set_image(crop)
+        points = self.point_grids[layer] * np.array([[crop_w, crop_h]], dtype=np.float64)
+
+        data = MaskData()
+        for (batch_points,) in batch_iterator(self.points_per_batch, points):
+            batch = self._process_batch(batch_points, (crop_h, crop_w), crop_box, orig_size)
+            if len(batch):
+                data.cat(batch)
+            del batch
+        self.predictor.reset_image()
+        if not len(data):
+            return data
+
+        keep = batched_nms(
+            data["boxes"].float(), data["iou_preds"].float(), torch.zeros(len(data), dtype=torch.long),
+            self.box_nms_thresh,
+        )
+        data.filter(keep)
+        data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = uncrop_points(data["points"], crop_box)
+        data["crop_boxes"] = torch.tensor([crop_box] * len(data), dtype=torch.long)
+        return data
+
+    def _process_batch(
+        self,
+        points: np.ndarray,
+        crop_size: tuple[int, int],
+        crop_box: list[int],
+        orig_size: tuple[int, int],
+    ) -> MaskData:
+        pred = self.predictor
+        num_levels = len(self.tokens)
+        in_points = pred.transform.apply_coords(points, crop_size)
+        low_res, ious = pred.predict_low_res(in_points, None, self.tokens, attn_mask=self.attn_mask)
+        # (P, L, ...) -> (P * L, ...), point-major as the reference
+        low_res = low_res.flatten(0, 1)
+        ious = ious.flatten().float()
+        pts = torch.as_tensor(points, dtype=torch.float).repeat_interleave(num_levels, dim=0)
+        levels = torch.tensor(self.level, dtype=torch.long).repeat(len(points))
+
+        keep = (ious > self.pred_iou_thresh).cpu()
+        low_res, ious, pts, levels = low_res[keep.to(low_res.device)], ious[keep.to(ious.device)], pts[keep], levels[keep]
+        stability = None
+        if not self.stability_at_full_res and len(low_res):
+            vh, vw = pred.low_res_valid_size
+            stability = calculate_stability_score(low_res[:, :vh, :vw], 0.0, self.stability_score_offset)
+            keep = (stability >= self.stability_score_thresh).cpu()
+            low_res, ious, pts, levels = low_res[keep.to(low_res.device)], ious[keep.to(ious.device)], pts[keep], levels[keep]
+            stability = stability[keep.to(stability.device)]
+
+        orig_h, orig_w = orig_size
+        out = MaskData()
+        # full resolution only for the masks that survived, a few at a time
+        step = max(1, (1 << 25) // max(1, crop_size[0] * crop_size[1]))
+        for start in range(0, len(low_res), step):
+            sl = slice(start, start + step)
+            chunk = MaskData(iou_preds=ious[sl].cpu(), points=pts[sl], levels=levels[sl])
+            if self.stability_at_full_res:
+                logits = pred.upscale_masks(low_res[sl])
+                chunk["stability_score"] = calculate_stability_score(logits, 0.0, self.stability_score_offset).cpu()
+                masks = logits > 0
+                del logits
+            else:
+                chunk["stability_score"] = stability[sl].cpu()
+                masks = pred.upscale_binary(low_res[sl])
+            if self.stability_at_full_res:
+                keep = chunk["stability_score"] >= self.stability_score_thresh
+                chunk.filter(keep)
+                masks = masks[keep.to(masks.device)]
+            boxes = batched_mask_to_box(masks).cpu()
+            keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
+            if not bool(keep.all()):
+                chunk.filter(keep)
+                boxes = boxes[keep]
+                masks = masks[keep.to(masks.device)]
+            chunk["boxes"] = boxes
+            chunk["rles"] = masks_to_coco_rle(uncrop_masks(masks, crop_box, orig_h, orig_w))
+            del masks
+            if len(chunk):
+                out.cat(chunk)
+        return out
+
+    @staticmethod
+    def postprocess_small_regions(mask_data: MaskData, min_area: int, nms_thresh: float) -> MaskData:
+        """Fill holes and remove islands smaller than ``min_area`` pixels in every mask, then rerun box
+        NMS (unchanged masks preferred) to drop duplicates created by the clean-up. Edits in place."""
+        if len(mask_data) == 0:
+            return mask_data
+        new_masks, unchanged = [], []
+        for rle in mask_data["rles"]:
+            mask = coco_rle_to_mask(rle)
+            mask, changed_h = remove_small_regions(mask, min_area, "holes")
+            mask, changed_i = remove_small_regions(mask, min_area, "islands")
+            new_masks.append(mask)
+            unchanged.append(not (changed_h or changed_i))
+        masks = torch.from_numpy(np.stack(new_masks))
+        boxes = batched_mask_to_box(masks)
+        scores = torch.tensor(unchanged, dtype=torch.float)
+        keep = batched_nms(boxes.float(), scores, torch.zeros(len(boxes), dtype=torch.long), nms_thresh)
+        for i in keep.tolist():
+            if not unchanged[i]:
+                mask_data["rles"][i] = masks_to_coco_rle(masks[i : i + 1])[0]
+                mask_data["boxes"][i] = boxes[i].to(mask_data["boxes"].dtype)
+        mask_data.filter(keep)
+        return mask_data
+
+    def _records(self, data: MaskData) -> list[dict[str, Any]]:
+        records = []
+        for i in range(len(data)):
+            rle = data["rles"][i]
+            if self.output_mode == "coco_rle":
+                seg: Any = rle
+            elif self.output_mode == "uncompressed_rle":
+                seg = rle_to_uncompressed(rle)
+            else:
+                seg = coco_rle_to_mask(rle)
+            records.append(
+                {
+                    "segmentation": seg,
+                    "area": area_from_rle(rle),
+                    "bbox": [float(v) for v in box_xyxy_to_xywh(np.asarray(data["boxes"][i]))],
+                    "predicted_iou": float(data["iou_preds"][i]),
+                    "point_coords": [[float(v) for v in data["points"][i]]],
+                    "stability_score": float(data["stability_score"][i]),
+                    "crop_box": [float(v) for v in box_xyxy_to_xywh(np.asarray(data["crop_boxes"][i]))],
+                    "level": int(data["levels"][i]),
+                }
+            )
+        return records

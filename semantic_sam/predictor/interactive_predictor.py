@@ -1,0 +1,409 @@
+"""Interactive prediction: encode an image once, then decode clicks and boxes into masks at every level.
+
+Shape shorthand: H, W = original image; h, w = the resized image fed to the model ("input frame");
+Hp, Wp = h, w padded to a multiple of 32; P = prompts (clicks, then boxes); L = requested levels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..utils.box_ops import box_xyxy_to_cxcywh
+from .amg_utils import mask_iou, remove_small_regions
+from .levels import ALL_LEVELS, levels_to_tokens
+from .mask_upsampling import upsample_binary_x4
+from .transforms import ResizeShortestSide, to_rgb_uint8
+
+__all__ = ["SemanticSamPredictor"]
+
+_ATTN_MODES = ("block", "none")
+
+
+class SemanticSamPredictor:
+    """SAM-style predictor for a Semantic-SAM model (``semantic_sam.build_model`` + a checkpoint).
+
+    Every click or box is one prompt and yields one mask per requested level (user levels 1..K, K = 6
+    for the released models; see :mod:`semantic_sam.predictor.levels`). Negative clicks, mask
+    prompts and several clicks describing one object do not exist in this model.
+
+    Arguments:
+        model: a ``SemanticSAM`` model (eval mode is set here).
+        short_side: the image's short side is resized to this many pixels before encoding (the
+            reference demos use 640); None encodes the image at its own size.
+        max_size: optional cap on the resized long side (the reference has none).
+        attn_mask: ``"block"`` (default): each prompt's queries see only each other, so a prompt's
+            outputs do not depend on the other prompts of the call. ``"none"``: every query sees every
+            query, as the reference's demo, predictor and generator (identical for a single prompt).
+        score_thresh, dedup_iou_thresh, hole_area, island_area: :meth:`select_masks` defaults (the
+            reference predictor's: drop predicted IoU < 0.5, near-duplicates with mask IoU > 0.95,
+            fill holes and remove islands under 100 pixels).
+
+    Example::
+
+        predictor = SemanticSamPredictor(model)
+        predictor.set_image(image)                       # (H, W, 3) uint8 RGB
+        masks, scores, logits = predictor.predict(point_coords=[[320, 200]])
+        # masks (1, 6, H, W) bool, scores (1, 6), logits (1, 6, Hp/4, Wp/4)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        short_side: int | None = 640,
+        max_size: int | None = None,
+        attn_mask: str = "block",
+        score_thresh: float = 0.5,
+        dedup_iou_thresh: float = 0.95,
+        hole_area: int = 100,
+        island_area: int = 100,
+    ) -> None:
+        if attn_mask not in _ATTN_MODES:
+            raise ValueError(f"attn_mask must be one of {_ATTN_MODES}, got {attn_mask!r}")
+        self.model = model.eval()
+        self.transform = ResizeShortestSide(short_side, max_size)
+        self.attn_mask = attn_mask
+        self.score_thresh = score_thresh
+        self.dedup_iou_thresh = dedup_iou_thresh
+        self.hole_area = hole_area
+        self.island_area = island_area
+        self.reset_image()
+
+    # ------------------------------------------------------------------ image
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def num_levels(self) -> int:
+        """K: the number of levels (tokens) per prompt."""
+        return int(self.model.num_mask_tokens)
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.features is not None
+
+    def reset_image(self) -> None:
+        """Forget the encoded image."""
+        self.features: dict | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+        self.padded_size: tuple[int, int] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Resize and encode an image once; later :meth:`predict` calls reuse the features.
+
+        Arguments:
+            image: (H, W, 3) uint8 in ``image_format`` ("RGB" or "BGR"); (H, W) or (H, W, 1)
+                grayscale and (H, W, 4) RGBA are converted.
+        """
+        rgb = to_rgb_uint8(image, image_format)
+        resized = self.transform.apply_image(rgb)
+        if not resized.flags.writeable or not resized.flags.c_contiguous:
+            resized = np.array(resized, copy=True)  # torch.from_numpy needs a writable array
+        tensor = torch.from_numpy(resized).permute(2, 0, 1)
+        self.set_torch_image(tensor, rgb.shape[:2])
+
+    def set_torch_image(self, image: Tensor, original_size: Sequence[int]) -> None:
+        """Encode an already resized image.
+
+        Arguments:
+            image: (3, h, w) or (1, 3, h, w) RGB tensor, uint8 or float on the 0-255 scale.
+            original_size: (H, W) of the image before resizing; output masks have this size.
+        """
+        if image.dim() == 4:
+            if image.shape[0] != 1:
+                raise ValueError(f"set_torch_image takes one image, got a batch of {image.shape[0]}")
+            image = image[0]
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be (3, h, w) or (1, 3, h, w), got {tuple(image.shape)}")
+        self.reset_image()
+        with torch.inference_mode():
+            images = self.model.preprocess_image([image.to(self.device)])
+            self.features = self.model.encode_image(images)
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.input_size = (int(image.shape[1]), int(image.shape[2]))
+        self.padded_size = (int(images.tensor.shape[-2]), int(images.tensor.shape[-1]))
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+    @property
+    def low_res_valid_size(self) -> tuple[int, int]:
+        """(h', w'): the part of the (Hp/4, Wp/4) low-resolution logits that covers the image (not padding)."""
+        self._require_image()
+        return math.ceil(self.input_size[0] / 4), math.ceil(self.input_size[1] / 4)
+
+    # ------------------------------------------------------------------ prompts
+
+    def _check_points(self, point_coords: Any, point_labels: Any) -> np.ndarray | None:
+        if point_coords is None:
+            if point_labels is not None:
+                raise ValueError("point_labels given without point_coords")
+            return None
+        pts = np.asarray(point_coords, dtype=np.float64)
+        if pts.ndim == 1 and pts.shape == (2,):
+            pts = pts[None]
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError(f"point_coords must be (N, 2) pixel (x, y), got shape {pts.shape}")
+        if point_labels is not None:
+            labels = np.asarray(point_labels).reshape(-1)
+            if len(labels) != len(pts):
+                raise ValueError(f"{len(pts)} points but {len(labels)} point_labels")
+            if np.any(labels == 0):
+                raise ValueError(
+                    "negative clicks (label 0) are not supported by this model: Semantic-SAM "
+                    "has only positive clicks; each click is its own prompt"
+                )
+            if np.any(labels != 1):
+                raise ValueError(f"point_labels must be 1 (positive click), got {sorted(set(labels.tolist()))}")
+        h, w = self.original_size
+        bad = ~np.isfinite(pts).all(1) | (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            raise ValueError(
+                f"point {i} (x={pts[i, 0]:g}, y={pts[i, 1]:g}) is outside the image (width {w}, height {h})"
+            )
+        return pts
+
+    def _check_boxes(self, box: Any) -> np.ndarray | None:
+        if box is None:
+            return None
+        b = np.asarray(box, dtype=np.float64)
+        if b.ndim == 1:
+            b = b[None]
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise ValueError(f"box must be (4,) or (M, 4) xyxy pixels, got shape {np.asarray(box).shape}")
+        h, w = self.original_size
+        for i, (x0, y0, x1, y1) in enumerate(b):
+            if not np.isfinite([x0, y0, x1, y1]).all() or not (x0 < x1 and y0 < y1):
+                raise ValueError(f"box {i} {b[i].tolist()} must be xyxy with x0 < x1 and y0 < y1")
+            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+                raise ValueError(f"box {i} {b[i].tolist()} is outside the image (width {w}, height {h})")
+        return b
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(
+        self,
+        point_coords: np.ndarray | Sequence | None = None,
+        point_labels: np.ndarray | Sequence | None = None,
+        box: np.ndarray | Sequence | None = None,
+        levels: Sequence[int] = ALL_LEVELS,
+        return_logits: bool = False,
+        attn_mask: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for clicks and/or boxes given in pixel coordinates of the original image.
+
+        Arguments:
+            point_coords: (N, 2) clicks as pixel (x, y), 0 <= x <= W, 0 <= y <= H (a click on pixel
+                column j, row i is (j, i)). Each click is one prompt.
+            point_labels: (N,) all 1 (optional). 0 (negative click) is not supported by this model.
+            box: (4,) or (M, 4) xyxy pixel boxes; each box is one prompt, after the clicks.
+            levels: user levels 1..K to return, in this order.
+            return_logits: return mask logits instead of masks thresholded at 0.
+            attn_mask: override the predictor's ``attn_mask`` for this call.
+
+        Returns:
+            masks: (P, L, H, W) bool (float32 logits if ``return_logits``), P = N + M prompts.
+            scores: (P, L) float32 predicted IoUs (raw head outputs, as the reference reports them).
+            low_res_logits: (P, L, Hp/4, Wp/4) float32 logits at the decoder's resolution.
+        """
+        self._require_image()
+        pts = self._check_points(point_coords, point_labels)
+        boxes = self._check_boxes(box)
+        if pts is None and boxes is None:
+            raise ValueError("give at least one click (point_coords) or box")
+        tokens = levels_to_tokens(levels, self.num_levels)
+        pts_t = boxes_t = None
+        if pts is not None:
+            pts_t = torch.as_tensor(self.transform.apply_coords(pts, self.original_size), dtype=torch.float)
+        if boxes is not None:
+            boxes_t = torch.as_tensor(self.transform.apply_boxes(boxes, self.original_size), dtype=torch.float)
+        masks, scores, low_res = self._predict_tokens(pts_t, boxes_t, tokens, return_logits, attn_mask)
+        return masks.cpu().numpy(), scores.float().cpu().numpy(), low_res.float().cpu().numpy()
+
+    def predict_torch(
+        self,
+        point_coords: Tensor | None = None,
+        boxes: Tensor | None = None,
+        levels: Sequence[int] = ALL_LEVELS,
+        return_logits: bool = False,
+        attn_mask: str | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Batched prompts already in the input frame (``predictor.transform.apply_coords/apply_boxes``).
+
+        Arguments:
+            point_coords: (N, 2) pixel (x, y) in the resized image.
+            boxes: (M, 4) xyxy pixels in the resized image.
+
+        Returns:
+            masks (P, L, H, W) bool or logits, scores (P, L), low_res_logits (P, L, Hp/4, Wp/4), on the
+            model's device.
+        """
+        self._require_image()
+        if point_coords is None and boxes is None:
+            raise ValueError("give at least one click (point_coords) or box")
+        tokens = levels_to_tokens(levels, self.num_levels)
+        return self._predict_tokens(point_coords, boxes, tokens, return_logits, attn_mask)
+
+    def _predict_tokens(self, pts, boxes, tokens, return_logits, attn_mask):
+        low_res, scores = self.predict_low_res(pts, boxes, tokens, attn_mask)
+        masks = self.upscale_masks(low_res) if return_logits else self.upscale_binary(low_res)
+        return masks, scores, low_res
+
+    def predict_low_res(
+        self,
+        point_coords: Tensor | np.ndarray | None,
+        boxes: Tensor | np.ndarray | None,
+        tokens: Sequence[int],
+        attn_mask: str | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Decode prompts (input frame, pixels) into low-resolution logits for the given *tokens*.
+
+        Arguments:
+            point_coords: (N, 2) clicks, pixel (x, y) of the resized image, or None.
+            boxes: (M, 4) xyxy pixel boxes of the resized image, or None.
+            tokens: token indices 0..K-1 (see :func:`levels_to_tokens`).
+
+        Returns:
+            low_res_logits (P, L, Hp/4, Wp/4) and scores (P, L), P = N + M, L = len(tokens).
+        """
+        self._require_image()
+        attn_mask = self.attn_mask if attn_mask is None else attn_mask
+        if attn_mask not in _ATTN_MODES:
+            raise ValueError(f"attn_mask must be one of {_ATTN_MODES}, got {attn_mask!r}")
+        h, w = self.input_size
+        hp, wp = self.padded_size
+        prompts = []
+        with torch.inference_mode():
+            if point_coords is not None and len(point_coords):
+                pts = torch.as_tensor(point_coords, dtype=torch.float, device=self.device).reshape(-1, 2)
+                prompts.append(self.model.point_to_box(pts, (h, w), (hp, wp), convention="demo"))
+            if boxes is not None and len(boxes):
+                b = torch.as_tensor(boxes, dtype=torch.float, device=self.device).reshape(-1, 4)
+                scale = torch.tensor([wp, hp, wp, hp], dtype=torch.float, device=self.device)
+                prompts.append(box_xyxy_to_cxcywh(b) / scale)
+            if not prompts:
+                raise ValueError("no prompts: point_coords and boxes are both empty")
+            anchors = torch.cat(prompts, dim=0).to(self.device, torch.float)[None]  # (1, P, 4)
+            pb = anchors.new_zeros(anchors.shape[:2])
+            # only the last layer's heads are needed at inference
+            out = self.model.decode_prompts(self.features, anchors, pb, attn_mask=attn_mask, return_aux=False)
+            p = anchors.shape[1]
+            k = self.num_levels
+            tok = torch.as_tensor(list(tokens), device=self.device, dtype=torch.long)
+            masks = out["pred_masks"][0].reshape(p, k, *out["pred_masks"].shape[-2:])[:, tok]
+            scores = out["pred_ious"][0].reshape(p, k)[:, tok]
+        return masks, scores
+
+    def upscale_masks(self, low_res_logits: Tensor, chunk_pixels: int = 1 << 26) -> Tensor:
+        """(..., Hp/4, Wp/4) logits -> (..., H, W) logits in the original frame, as the reference:
+        bilinear to the padded size, crop, bicubic (antialiased) resize to (H, W). Runs in chunks of
+        about ``chunk_pixels`` output values."""
+        self._require_image()
+        lead = low_res_logits.shape[:-2]
+        flat = low_res_logits.reshape(-1, *low_res_logits.shape[-2:])
+        h, w = self.original_size
+        hp, wp = self.padded_size
+        step = max(1, chunk_pixels // max(1, h * w + hp * wp))
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, flat.shape[0], step):
+                chunk = flat[i : i + step]
+                if self.original_size == self.input_size:
+                    # the reference's same-size bicubic resize is the identity: skip it
+                    up = F.interpolate(chunk[None].float(), size=(hp, wp), mode="bilinear", align_corners=False)[0]
+                    parts.append(up[:, :h, :w])
+                else:
+                    parts.append(
+                        self.model.postprocess_masks(chunk, self.padded_size, self.input_size, self.original_size)
+                    )
+            out = torch.cat(parts, dim=0) if parts else flat.new_zeros(0, h, w)
+        return out.reshape(*lead, h, w)
+
+    def upscale_binary(self, low_res_logits: Tensor) -> Tensor:
+        """(..., Hp/4, Wp/4) logits -> (..., H, W) bool masks, ``upscale_masks(...) > 0``.
+
+        When the image was not resized, only mask boundaries are interpolated
+        (:func:`upsample_binary_x4`); pixels whose logit is within float rounding of 0 may differ."""
+        self._require_image()
+        hp, wp = self.padded_size
+        if self.original_size != self.input_size or tuple(low_res_logits.shape[-2:]) != (hp // 4, wp // 4):
+            return self.upscale_masks(low_res_logits) > 0
+        lead = low_res_logits.shape[:-2]
+        flat = low_res_logits.reshape(-1, *low_res_logits.shape[-2:])
+        with torch.inference_mode():
+            out = upsample_binary_x4(flat, self.original_size)
+        return out.reshape(*lead, *self.original_size)
+
+    # ------------------------------------------------------------------ reference post-processing
+
+    def select_masks(
+        self,
+        masks: np.ndarray,
+        scores: np.ndarray,
+        levels: Sequence[int],
+        score_thresh: float | None = None,
+        dedup_iou_thresh: float | None = None,
+        hole_area: int | None = None,
+        island_area: int | None = None,
+    ) -> list[dict]:
+        """The reference predictor's clean-up of one prompt's masks.
+
+        Masks are visited by descending score; one is dropped if its score is below
+        ``score_thresh`` or its mask IoU with an already kept mask exceeds ``dedup_iou_thresh``
+        (the best mask is always kept); then holes and islands smaller than ``hole_area`` /
+        ``island_area`` pixels are removed.
+
+        Arguments:
+            masks: (L, H, W) bool; scores: (L,); levels: the L user levels.
+
+        Returns:
+            records ``{"mask": (H, W) bool, "score": float, "level": int, "area": int}`` sorted by
+            descending score.
+        """
+        score_thresh = self.score_thresh if score_thresh is None else score_thresh
+        dedup = self.dedup_iou_thresh if dedup_iou_thresh is None else dedup_iou_thresh
+        hole_area = self.hole_area if hole_area is None else hole_area
+        island_area = self.island_area if island_area is None else island_area
+        masks = np.asarray(masks, dtype=bool)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        levels = list(levels)
+        if not (len(masks) == len(scores) == len(levels)):
+            raise ValueError(f"masks, scores and levels differ in length: {len(masks)}, {len(scores)}, {len(levels)}")
+        order = np.argsort(-scores, kind="stable")
+        kept: list[int] = []
+        for rank, i in enumerate(order):
+            if rank > 0 and scores[i] < score_thresh:
+                continue
+            if any(mask_iou(masks[i], masks[j]) > dedup for j in kept):
+                continue
+            kept.append(int(i))
+        records = []
+        for i in kept:
+            m = masks[i]
+            if hole_area > 0:
+                m, _ = remove_small_regions(m, hole_area, "holes")
+            if island_area > 0:
+                m, _ = remove_small_regions(m, island_area, "islands")
+            records.append({"mask": m, "score": float(scores[i]), "level": int(levels[i]), "area": int(m.sum())})
+        return records
+
+    def predict_masks(
+        self,
+        point_coords: np.ndarray | Sequence | None = None,
+        point_labels: np.ndarray | Sequence | None = None,
+        box: np.ndarray | Sequence | None = None,
+        levels: Sequence[int] = ALL_LEVELS,
+        attn_mask: str | None = None,
+    ) -> list[list[dict]]:
+        """:meth:`predict` followed by :meth:`select_masks` for every prompt (clicks, then boxes)."""
+        masks, scores, _ = self.predict(point_coords, point_labels, box, levels, False, attn_mask)
+        return [self.select_masks(m, s, levels) for m, s in zip(masks, scores)]

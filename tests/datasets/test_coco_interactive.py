@@ -1,0 +1,131 @@
+"""COCO panoptic interactive registration and mapper on a tiny dataset written by the test."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+from datasets.coco_interactive_dataset_mapper import CocoInteractiveDatasetMapper
+from datasets.register_coco_panoptic_interactive import (
+    COCO_INTERACTIVE_VAL,
+    dataset_root,
+    load_coco_panoptic_interactive,
+    register_coco_panoptic_interactive,
+)
+from datasets.tiny_coco_panoptic import write_tiny_coco_panoptic
+from semantic_sam.config import load_config
+from semantic_sam.evaluation.click_simulation import clicks_from_masks
+
+NAME = "test_coco_interactive_val"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("coco_root"))
+    write_tiny_coco_panoptic(root)
+    register_coco_panoptic_interactive(root, name=NAME)
+    yield root
+    DatasetCatalog.remove(NAME)
+    MetadataCatalog.remove(NAME)
+
+
+def _cfg(*overrides):
+    return load_config(None, ["COCO.INPUT.MIN_SIZE_TEST=96", "COCO.INPUT.MAX_SIZE_TEST=120", *overrides])
+
+
+def test_registration_reads_the_panoptic_json(root):
+    dicts = DatasetCatalog.get(NAME)
+    assert [d["image_id"] for d in dicts] == [1, 2]
+    d = dicts[0]
+    assert d["file_name"] == os.path.join(root, "coco", "val2017", "000000000001.jpg")
+    assert d["pan_seg_file_name"] == os.path.join(root, "coco", "panoptic_val2017", "000000000001.png")
+    assert (d["height"], d["width"]) == (48, 64)
+    assert [(s["id"], s["isthing"], s["iscrowd"]) for s in d["segments_info"]] == [
+        (1001, True, 0), (1002, True, 0), (3000, False, 0), (2001, True, 1)
+    ]
+    meta = MetadataCatalog.get(NAME)
+    assert meta.evaluator_type == "coco_panoptic_seg_interactive_jointboxpoint"
+    assert meta.panoptic_json == os.path.join(root, "coco", "annotations", "panoptic_val2017.json")
+
+
+def test_mapper_gt_is_every_non_crowd_segment_resized(root):
+    mapper = CocoInteractiveDatasetMapper(_cfg("MODEL.DECODER.TEST.BOX_INTERACTIVE=True"))
+    d0, d1 = [mapper(d) for d in DatasetCatalog.get(NAME)]
+
+    # 48x64 -> shortest edge 96 (longest 128 > 120, so scaled to 120): 90x120.
+    assert d0["image"].shape == (3, 90, 120) and d0["image"].dtype == torch.uint8
+    assert (d0["height"], d0["width"], d0["orig_height"], d0["orig_width"]) == (90, 120, 48, 64)
+    masks = d0["instances"].gt_masks.tensor
+    assert masks.shape == (3, 90, 120) and d0["segment_ids"].tolist() == [1001, 1002, 3000]
+    assert d0["instances"].gt_classes.tolist() == [1, 18, 184]
+
+    # Independent expectation: nearest-resize of the id map (PIL), then one mask per segment.
+    ids_rgb = np.asarray(Image.open(os.path.join(root, "coco", "panoptic_val2017", "000000000001.png")))
+    rgb = ids_rgb.astype(np.int64)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    resized = np.stack(
+        [np.asarray(Image.fromarray(ids_rgb[..., c]).resize((120, 90), Image.NEAREST)) for c in range(3)], -1
+    ).astype(np.int64)
+    resized = resized[..., 0] + 256 * resized[..., 1] + 65536 * resized[..., 2]
+    for m, sid in zip(masks, [1001, 1002, 3000]):
+        assert torch.equal(m, torch.from_numpy(resized == sid))
+    assert set(np.unique(ids)) == {1001, 1002, 2001, 3000}
+
+    # Clicks: one per mask, inside it, equal to the click function; boxes: the masks' boxes.
+    assert d0["points"].dtype == torch.float32 and d0["points"].shape == (3, 2)
+    assert torch.equal(d0["points"].long(), clicks_from_masks(masks, "exact"))
+    for m, (x, y) in zip(masks, d0["points"].long().tolist()):
+        assert m[y, x]
+    box = d0["boxes"][0].tolist()
+    ys, xs = torch.nonzero(masks[0], as_tuple=True)
+    assert box == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    assert d0["num_dropped_segments"] == 0
+
+    # Image 2 has only a crowd segment: kept, with no GT and no prompts.
+    assert d1["instances"].gt_masks.tensor.shape == (0, 96, 96)
+    assert d1["points"].shape == (0, 2) and d1["boxes"].shape == (0, 4)
+
+
+def test_mapper_kornia_clicks_and_no_boxes_by_default(root):
+    d0 = CocoInteractiveDatasetMapper(_cfg("MODEL.DECODER.TEST.CLICK_METHOD=kornia"))(DatasetCatalog.get(NAME)[0])
+    assert "boxes" not in d0
+    assert torch.equal(d0["points"].long(), clicks_from_masks(d0["instances"].gt_masks.tensor, "kornia"))
+
+
+def test_default_resize_is_800_1333(root):
+    mapper = CocoInteractiveDatasetMapper(load_config(None))
+    (aug,) = mapper.augmentations.augs
+    assert (aug.short_edge_length, aug.max_size) == ((800, 800), 1333)
+
+
+def test_missing_paths_name_the_path_and_env_var(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"val2017.*\$DETECTRON2_DATASETS \(or \$DATASET\)"):
+        load_coco_panoptic_interactive(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c.json"))
+    write_tiny_coco_panoptic(str(tmp_path))
+    json_path = tmp_path / "coco" / "annotations" / "panoptic_val2017.json"
+    json_path.unlink()
+    register_coco_panoptic_interactive(str(tmp_path), name="test_coco_missing_json")
+    try:
+        with pytest.raises(FileNotFoundError, match="panoptic JSON not found: expected .*panoptic_val2017.json"):
+            DatasetCatalog.get("test_coco_missing_json")
+    finally:
+        DatasetCatalog.remove("test_coco_missing_json")
+        MetadataCatalog.remove("test_coco_missing_json")
+
+
+def test_dataset_root_environment(monkeypatch):
+    monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
+    monkeypatch.delenv("DATASET", raising=False)
+    assert dataset_root() == "datasets"
+    monkeypatch.setenv("DATASET", "/data/b")
+    assert dataset_root() == "/data/b"
+    monkeypatch.setenv("DETECTRON2_DATASETS", "/data/a")
+    assert dataset_root() == "/data/a"
+    register_coco_panoptic_interactive()
+    try:
+        assert MetadataCatalog.get(COCO_INTERACTIVE_VAL).image_root == os.path.join("/data/a", "coco", "val2017")
+    finally:
+        DatasetCatalog.remove(COCO_INTERACTIVE_VAL)
+        MetadataCatalog.remove(COCO_INTERACTIVE_VAL)

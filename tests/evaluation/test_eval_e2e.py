@@ -1,0 +1,178 @@
+"""Evaluation end to end with the tiny parity model: reference parity, COCO panoptic and SA-1B data."""
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import inference_on_dataset
+from detectron2.structures import BitMasks, Instances
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from datasets.interactive_eval import build_test_loader
+from datasets.register_coco_panoptic_interactive import register_coco_panoptic_interactive
+from datasets.register_sa1b import register_sa1b_json
+from datasets.tiny_coco_panoptic import write_tiny_coco_panoptic
+from semantic_sam.build import build_model
+from semantic_sam.checkpoint import load_checkpoint
+from semantic_sam.config import load_config
+from semantic_sam.evaluation import (
+    InteractiveEvaluator,
+    MultiGranularityEvaluator,
+    PromptedInference,
+    build_evaluator,
+    clicks_from_masks,
+    mask_ious,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PARITY = os.path.join(ROOT, "tests", "fixtures", "parity_tiny")
+SMALL = ["COCO.INPUT.MIN_SIZE_TEST=64", "COCO.INPUT.MAX_SIZE_TEST=96", "COCO.DATALOADER.NUM_WORKERS=0",
+         "SAM.INPUT.MIN_SIZE_TEST=64", "SAM.INPUT.MAX_SIZE_TEST=96"]
+
+
+def _cfg(*overrides):
+    return load_config(os.path.join(PARITY, "tiny_parity.yaml"), [*SMALL, *overrides])
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = build_model(_cfg())
+    load_checkpoint(m, os.path.join(PARITY, "tiny_parity.pth"))
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def golden():
+    g = torch.load(os.path.join(PARITY, "golden.pt"), map_location="cpu", weights_only=True)
+    return {k: v for k, v in g.items() if k.startswith(("eval_full.", "input."))}
+
+
+def test_reference_eval_parity(model, golden):
+    """Kornia clicks + inference + our IoU reproduce the reference's eval_full outputs."""
+    order = golden["eval_full.click_gt_index"]
+    gt = golden["eval_full.gt_masks"][order]  # click order
+    clicks = clicks_from_masks(gt, "kornia")
+    assert torch.equal(clicks, golden["eval_full.clicks_xy"])
+
+    inst = Instances((200, 300))
+    inst.gt_masks = BitMasks(gt)
+    inp = {"image": golden["input.image"], "height": 200, "width": 300, "image_id": 0,
+           "instances": inst, "points": clicks.float()}
+    (out,) = model.inference([inp])
+    logits = out["pred_masks"].flatten(0, 1)
+    ref = golden["eval_full.pred_masks_fullres_logits"]
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
+    sure = ref.abs() > 1e-4
+    assert torch.equal((logits > 0)[sure], golden["eval_full.pred_masks_binary"][sure])
+
+    pick = out["pred_ious"].argmax(dim=1)
+    assert torch.equal(pick, golden["eval_full.max_index"])
+    ious = torch.stack([mask_ious(out["pred_masks"][i] > 0, gt[i]) for i in range(3)])
+    torch.testing.assert_close(ious[torch.arange(3), pick].float(), golden["eval_full.iou_max"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ious.max(dim=1).values.float(), golden["eval_full.iou_oracle"], atol=1e-4, rtol=0)
+
+    ev = InteractiveEvaluator(distributed=False)
+    ev.process([inp], [out])
+    res = ev.evaluate()["interactive"]
+    assert res["1-IoU@Max"] == pytest.approx(100 * golden["eval_full.iou_max"].double().mean().item(), abs=1e-2)
+    assert res["1-IoU@Oracle"] == pytest.approx(100 * golden["eval_full.iou_oracle"].double().mean().item(), abs=1e-2)
+    assert res["token_pick_3"] == 100.0
+
+
+@pytest.fixture()
+def coco_dataset(tmp_path):
+    name = "test_e2e_coco_interactive"
+    write_tiny_coco_panoptic(str(tmp_path / "data"))
+    register_coco_panoptic_interactive(str(tmp_path / "data"), name=name)
+    yield name, str(tmp_path / "out")
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_coco_eval_only_end_to_end(model, coco_dataset):
+    name, out_dir = coco_dataset
+    cfg = _cfg("MODEL.DECODER.TEST.BOX_INTERACTIVE=True", f"OUTPUT_DIR={out_dir}")
+    loader = build_test_loader(cfg, name)
+    evaluator = build_evaluator(cfg, name)
+    assert isinstance(evaluator, InteractiveEvaluator)
+    results = inference_on_dataset(PromptedInference(model), loader, evaluator)
+
+    assert list(results) == ["interactive", "box"]
+    point = results["interactive"]
+    assert (point["num_images"], point["num_images_without_segments"], point["num_segments"]) == (2, 1, 3)
+    assert results["box"]["num_segments"] == 3
+    result_dir = os.path.join(out_dir, "inference", name)
+    with open(os.path.join(result_dir, "interactive_results.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(results))
+
+    assert not model.training  # PromptedInference leaves the model's mode as it was
+
+    # Independent recomputation on image 1 (the same call: its points, then its boxes), scored with numpy.
+    d = next(x for x in (b[0] for b in loader) if len(x["points"]))
+    gt = d["instances"].gt_masks.tensor.numpy()
+    (o,) = model.inference([{"image": d["image"], "points": d["points"], "boxes": d["boxes"]}])
+    pred = o["pred_masks"].numpy() > 0
+    iou = np.array([[(p & gt[i % 3]).sum() / (p | gt[i % 3]).sum() for p in pred[i]] for i in range(6)])
+    iou_max = iou[np.arange(6), o["pred_ious"].numpy().argmax(axis=1)]
+    assert point["1-IoU@Max"] == pytest.approx(100 * iou_max[:3].mean(), abs=1e-9)
+    assert point["1-IoU@Oracle"] == pytest.approx(100 * iou[:3].max(axis=1).mean(), abs=1e-9)
+    assert point["mIoU_token_5"] == pytest.approx(100 * iou[:3, 5].mean(), abs=1e-9)
+    assert results["box"]["1-IoU@Max"] == pytest.approx(100 * iou_max[3:].mean(), abs=1e-9)
+
+
+def _write_sa1b_folder(folder):
+    """Two SA-1B-format images (sa_1, sa_2) with nested masks, as sa_N.jpg + sa_N.json."""
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    for n, (h, w) in enumerate([(48, 64), (40, 56)], start=1):
+        masks = np.zeros((3, h, w), np.uint8)
+        masks[0, 4 : h - 4, 4 : w - 4] = 1  # whole object
+        masks[1, 4 : h // 2, 4 : w // 2] = 1  # part
+        masks[2, h // 2 + 2 : h - 6, w // 2 + 2 : w - 6] = 1  # another part
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(os.path.join(folder, f"sa_{n}.jpg"))
+        anns = []
+        for k, m in enumerate(masks):
+            rle = mask_utils.encode(np.asfortranarray(m))
+            anns.append({"id": k, "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
+                         "bbox": [0, 0, 1, 1], "area": int(m.sum())})
+        with open(os.path.join(folder, f"sa_{n}.json"), "w") as f:
+            json.dump({"image": {"image_id": n, "width": w, "height": h, "file_name": f"sa_{n}.jpg"},
+                       "annotations": anns}, f)
+
+
+def test_sa1b_multi_granularity_end_to_end(model, tmp_path):
+    name = "test_e2e_sam_minival"
+    _write_sa1b_folder(str(tmp_path / "sa1b"))
+    register_sa1b_json(name, str(tmp_path / "sa1b"))
+    try:
+        cfg = _cfg("TEST.MULTI_GRANULARITY.MAX_CLICKS_PER_IMAGE=2")
+        loader = build_test_loader(cfg, name)
+        evaluator = build_evaluator(cfg, name, str(tmp_path / "out"))
+        assert isinstance(evaluator, MultiGranularityEvaluator)
+        results = inference_on_dataset(PromptedInference(model), loader, evaluator)["multi_granularity"]
+        assert (results["num_images"], results["num_clicks"]) == (2, 4)
+
+        # Independent recomputation with brute-force matching.
+        scores, num_gt = [], []
+        for (d,) in loader:
+            assert d["points"].shape == (2, 2) and (d["height"], d["width"]) == tuple(d["image"].shape[-2:])
+            gt = d["instances"].gt_masks.tensor.numpy()
+            (o,) = model.inference([{"image": d["image"], "points": d["points"]}])
+            for p, (x, y) in enumerate(d["points"].long().tolist()):
+                assert gt[d["click_gt_index"][p], y, x]
+                containing = gt[gt[:, y, x]]
+                pred = o["pred_masks"][p].numpy() > 0
+                iou = np.array([[(g & q).sum() / (g | q).sum() for q in pred] for g in containing])
+                best = max(np.mean([iou[i, perm[i]] for i in range(len(iou))])
+                           for perm in itertools.permutations(range(iou.shape[1]), len(iou)))
+                scores.append(best)
+                num_gt.append(len(containing))
+        assert results["1-IoU@MultiGranularity"] == pytest.approx(100 * np.mean(scores), abs=1e-9)
+        assert results["mean_gt_per_click"] == pytest.approx(np.mean(num_gt))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

@@ -1,0 +1,217 @@
+"""InteractiveEvaluator on hand-made predictions against hand-computed metrics."""
+import json
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from detectron2.structures import BitMasks, Instances
+
+from semantic_sam.evaluation import InteractiveEvaluator, PromptedInference, mask_ious, summarize_ious
+from semantic_sam.evaluation import interactive_evaluator as ie
+
+
+def _m(h, w, *rects):
+    """(H, W) bool mask, True inside the (y0, y1, x0, x1) rectangles."""
+    m = torch.zeros(h, w, dtype=torch.bool)
+    for y0, y1, x0, x1 in rects:
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+def _logits(*masks):
+    """(L, H, W) logits: +1 inside each mask, -1 outside."""
+    return torch.stack(masks).float() * 2 - 1
+
+
+def _input(image_id, gt, points, boxes=None):
+    inst = Instances(gt.shape[-2:])
+    inst.gt_masks = BitMasks(gt)
+    d = {"image_id": image_id, "instances": inst, "points": torch.tensor(points, dtype=torch.float32)}
+    if boxes is not None:
+        d["boxes"] = torch.tensor(boxes, dtype=torch.float32)
+    return d
+
+
+def _image_a():
+    """4x4 image, GT0 = top-left 2x2, GT1 = right half; point and box prompts.
+
+    Points, segment 0: outputs [GT0 (IoU 1), top row (2/6), empty (0)], predicted IoU picks 1.
+    Points, segment 1: outputs [all (8/16), last column (4/8), GT1 (1)], tie 0.7/0.7 -> first (0).
+    Boxes: segment 0 outputs [GT0, GT0, empty], picks 1 (IoU 1); segment 1 all empty (IoU 0).
+    """
+    gt0, gt1 = _m(4, 4, (0, 2, 0, 2)), _m(4, 4, (0, 4, 2, 4))
+    empty = _m(4, 4)
+    masks = torch.stack(
+        [
+            _logits(gt0, _m(4, 4, (0, 1, 0, 4)), empty),
+            _logits(_m(4, 4, (0, 4, 0, 4)), _m(4, 4, (0, 4, 3, 4)), gt1),
+            _logits(gt0, gt0, empty),
+            _logits(empty, empty, empty),
+        ]
+    )
+    ious = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.7], [0.0, 1.0, 0.0], [0.3, 0.2, 0.1]])
+    inp = _input(11, torch.stack([gt0, gt1]), [[0, 0], [3, 1]], boxes=[[0, 0, 2, 2], [2, 0, 4, 4]])
+    inp["segment_ids"] = torch.tensor([5, 6])
+    return inp, {"pred_masks": masks, "pred_ious": ious}
+
+
+def _image_b():
+    """No GT segment (only crowd): no prompts, empty output."""
+    inp = _input(12, torch.zeros(0, 5, 5, dtype=torch.bool), [])
+    inp["points"] = torch.zeros(0, 2)
+    inp["num_dropped_segments"] = 1
+    return inp, {}
+
+
+def _image_c():
+    """3x3 image, GT = everything; outputs 3/9, 6/9, 9/9 px; picks 2."""
+    gt = _m(3, 3, (0, 3, 0, 3))
+    masks = _logits(_m(3, 3, (0, 1, 0, 3)), _m(3, 3, (0, 2, 0, 3)), gt)[None]
+    return _input(13, gt[None], [[1, 1]]), {"pred_masks": masks, "pred_ious": torch.tensor([[0.0, 0.0, 1.0]])}
+
+
+# Per point segment: IoUs of the 3 outputs and the Max pick.
+POINT_IOUS = [[1, 1 / 3, 0], [0.5, 0.5, 1], [1 / 3, 2 / 3, 1]]
+POINT_PICKS = [1, 0, 2]
+
+
+def _expected_point_metrics():
+    iou_max = [1 / 3, 0.5, 1.0]
+    return {
+        "num_segments": 3,
+        "1-IoU@Max": 100 * np.mean(iou_max),
+        "1-IoU@Oracle": 100.0,
+        "noc@0.5@Max": (20 + 1 + 1) / 3,
+        "noc@0.8@Max": (20 + 20 + 1) / 3,
+        "noc@0.85@Max": (20 + 20 + 1) / 3,
+        "noc@0.9@Max": (20 + 20 + 1) / 3,
+        "noc@0.5@Oracle": 1.0,
+        "noc@0.9@Oracle": 1.0,
+        "mIoU_token_0": 100 * np.mean([1, 0.5, 1 / 3]),
+        "mIoU_token_1": 100 * np.mean([1 / 3, 0.5, 2 / 3]),
+        "mIoU_token_2": 100 * np.mean([0, 1, 1]),
+        "token_pick_0": 100 / 3,
+        "token_pick_1": 100 / 3,
+        "token_pick_2": 100 / 3,
+        "num_images": 3,
+        "num_images_without_segments": 1,
+        "num_dropped_segments": 1,
+    }
+
+
+def _check(res, expected):
+    for k, v in expected.items():
+        assert res[k] == pytest.approx(v, abs=1e-9), k
+
+
+def test_mask_ious_hand_values():
+    gt = _m(4, 4, (0, 2, 0, 2))
+    pred = torch.stack([gt, _m(4, 4, (0, 1, 0, 4)), _m(4, 4), _m(4, 4, (2, 4, 2, 4))])
+    torch.testing.assert_close(mask_ious(pred, gt), torch.tensor([1.0, 2 / 6, 0.0, 0.0], dtype=torch.float64))
+    assert mask_ious(_m(2, 2), _m(2, 2)).item() == 1.0  # both empty: defined, not NaN
+    with pytest.raises(ValueError, match=r"prediction masks are \(3, 3\), GT mask is \(4, 4\)"):
+        mask_ious(_m(3, 3), gt)
+
+
+def test_summarize_ious_hand_values():
+    res = summarize_ious(np.array(POINT_IOUS), np.array(POINT_PICKS))
+    expected = _expected_point_metrics()
+    for k in ("num_images", "num_images_without_segments", "num_dropped_segments"):
+        expected.pop(k)
+    _check(res, expected)
+
+
+def test_evaluator_points_and_boxes(tmp_path):
+    ev = InteractiveEvaluator("toy", str(tmp_path), distributed=False)
+    ev.reset()
+    for inp, out in (_image_a(), _image_b()):
+        ev.process([inp], [out])
+    ev.process(*map(list, zip(_image_c())))
+    res = ev.evaluate()
+    assert isinstance(res, OrderedDict) and list(res) == ["interactive", "box"]
+    _check(res["interactive"], _expected_point_metrics())
+    _check(
+        res["box"],
+        {
+            "num_segments": 2,
+            "1-IoU@Max": 50.0,
+            "1-IoU@Oracle": 50.0,
+            "mIoU_token_0": 50.0,
+            "mIoU_token_1": 50.0,
+            "mIoU_token_2": 0.0,
+            "token_pick_0": 50.0,
+            "token_pick_1": 50.0,
+        },
+    )
+    with open(tmp_path / "interactive_results.json") as f:
+        assert json.load(f) == json.loads(json.dumps(res))
+    with open(tmp_path / "interactive_per_segment.json") as f:
+        records = json.load(f)
+    assert [(r["kind"], r["image_id"], r["segment_id"], r["pick"]) for r in records] == [
+        ("point", 11, 5, 1), ("point", 11, 6, 0), ("box", 11, 5, 1), ("box", 11, 6, 0), ("point", 13, 0, 2)
+    ]
+    assert records[0]["prompt"] == [0.0, 0.0] and records[2]["prompt"] == [0.0, 0.0, 2.0, 2.0]
+    np.testing.assert_allclose(records[1]["ious"], POINT_IOUS[1])
+    table = ie.format_results_table(res)
+    assert "1-IoU@Max" in table and "interactive" in table and "box" in table
+
+    ev.reset()
+    assert ev.evaluate()["interactive"]["num_segments"] == 0
+
+
+def test_evaluator_pools_segments_over_processes(monkeypatch):
+    # Rank 0 saw images A and B, rank 1 image C: the main process pools all segments.
+    other = InteractiveEvaluator(distributed=False)
+    other.process(*map(list, zip(_image_c())))
+    ev = InteractiveEvaluator()
+    for inp, out in (_image_a(), _image_b()):
+        ev.process([inp], [out])
+    monkeypatch.setattr(ie.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(ie.comm, "synchronize", lambda: None)
+    monkeypatch.setattr(
+        ie.comm, "gather", lambda data, dst=0: [data, other._segments if data is ev._segments else other._images]
+    )
+    monkeypatch.setattr(ie.comm, "is_main_process", lambda: True)
+    _check(ev.evaluate()["interactive"], _expected_point_metrics())
+    monkeypatch.setattr(ie.comm, "is_main_process", lambda: False)
+    assert ev.evaluate() == {}
+
+
+def test_evaluator_errors():
+    ev = InteractiveEvaluator(distributed=False)
+    inp, out = _image_a()
+    with pytest.raises(ValueError, match=r"image 11: expected 4 prompt outputs, got \(2, 3, 4, 4\)"):
+        ev.process([inp], [{"pred_masks": out["pred_masks"][:2], "pred_ious": out["pred_ious"][:2]}])
+    inp["points"] = inp["points"][:1]
+    with pytest.raises(ValueError, match="1 point prompts for 2 GT segments"):
+        ev.process([inp], [out])
+    with pytest.raises(KeyError, match="instances"):
+        ev.process([{"image_id": 1}], [{}])
+
+
+def test_prompted_inference_skips_images_without_prompts():
+    calls = []
+
+    class Fake(torch.nn.Module):
+        def inference(self, batched_inputs, **kwargs):
+            calls.append(([x["image_id"] for x in batched_inputs], kwargs))
+            return [{"pred_masks": torch.zeros(len(x["points"]), 1, 2, 2)} for x in batched_inputs]
+
+    wrapper = PromptedInference(Fake(), levels=[0])
+    inputs = [_image_a()[0], _image_b()[0], _image_c()[0]]
+    outs = wrapper(inputs)
+    assert calls == [([11, 13], {"levels": [0]})]
+    assert outs[1] == {} and outs[0]["pred_masks"].shape[0] == 2 and outs[2]["pred_masks"].shape[0] == 1
+    assert wrapper([_image_b()[0]]) == [{}] and len(calls) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_evaluator_on_cuda_outputs_matches_cpu():
+    results = []
+    for device in ("cpu", "cuda"):
+        ev = InteractiveEvaluator(distributed=False)
+        for inp, out in (_image_a(), _image_b(), _image_c()):
+            ev.process([inp], [{k: v.to(device) for k, v in out.items()}])
+        results.append(ev.evaluate())
+    assert results[0] == results[1]

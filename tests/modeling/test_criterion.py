@@ -1,0 +1,316 @@
+"""Criterion: the reference's recorded training step (criterion_tiny), many-to-one, batches."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from semantic_sam.config import load_config
+from semantic_sam.data.prompt_sampling import prepare_click_targets
+from semantic_sam.modeling import criterion as criterion_module
+from semantic_sam.modeling.criterion import LOSS_NAMES, SemanticSamCriterion, build_criterion, expand_weight_dict
+from semantic_sam.modeling.matcher import ManyToManyMatcher
+from semantic_sam.utils.random_draws import ReplayRandom
+
+GOLDEN = "tests/fixtures/criterion_tiny/golden.pt"
+CONFIG = "tests/fixtures/criterion_tiny/tiny_criterion_m2m.yaml"
+LAYER_ORDER = [2, 0, 1]  # decoder layers in the criterion's order (suffixes 0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return torch.load(GOLDEN)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(CONFIG)
+
+
+def _targets(g):
+    draws = [int(g["targets.box_start_draw"]), g["targets.randperm"]]
+    draws += [int(c) for c in g["targets.click_candidate_choice"]] + [g["forward.dn_rand"]]
+    return prepare_click_targets(
+        g["input.gt_masks"], (256, 256), (256, 256), 6, 6, gt_boxes=g["input.gt_boxes_xyxy"], rng=ReplayRandom(draws)
+    )
+
+
+def _outputs(g, requires_grad=False):
+    layers = [
+        {
+            k: g[f"outputs.layer{l}.{k}"].clone().requires_grad_(requires_grad)
+            for k in ("pred_masks", "pred_boxes", "pred_ious")
+        }
+        for l in range(3)
+    ]
+    outputs = dict(layers[2], aux_outputs=[layers[0], layers[1]])
+    return outputs, layers
+
+
+def _loss_draws(g):
+    draws = [g["matcher.point_coords"]]
+    for l in LAYER_ORDER:
+        draws += [g[f"criterion.layer{l}.oversampled_coords"], g[f"criterion.layer{l}.random_coords"]]
+    return draws
+
+
+def _total(losses, weight_dict):
+    return sum(v * weight_dict[k] for k, v in losses.items())
+
+
+def test_golden_many_to_many_replay(golden, cfg):
+    criterion = build_criterion(cfg)
+    assert torch.equal(golden["criterion.layer_order"], torch.tensor(LAYER_ORDER))
+    outputs, layers = _outputs(golden, requires_grad=True)
+    rng = ReplayRandom(_loss_draws(golden))
+    details = {}
+    losses = criterion(outputs, [_targets(golden)], rng=rng, details=details)
+    assert rng.remaining == 0
+    assert details["num_masks"] == golden["meta.num_masks"].item()
+    [(src, tgt)] = details["indices"]
+    assert torch.equal(src, golden["matcher.src_idx"]) and torch.equal(tgt, golden["matcher.tgt_idx"])
+
+    # Every loss term before and after weighting, in the reference's order, and the total.
+    assert list(losses) == [f"{n}_{s}" for s in range(3) for n in LOSS_NAMES]
+    for key, value in losses.items():
+        assert criterion.weight_dict[key] == golden[f"loss.weight.{key}"].item()
+        torch.testing.assert_close(value, golden[f"loss.unweighted.{key}"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            value * criterion.weight_dict[key], golden[f"loss.weighted.{key}"], atol=1e-5, rtol=1e-5
+        )
+    total = _total(losses, criterion.weight_dict)
+    torch.testing.assert_close(total, golden["loss.total"], atol=1e-4, rtol=0)
+
+    # Per-pair values of every layer.
+    per_pair = {
+        "point_coords": "point_coords",
+        "point_labels": "point_labels",
+        "point_logits": "point_logits",
+        "bce": "bce_per_pair",
+        "dice": "dice_per_pair",
+        "iou_pred": "iou_pred",
+        "iou_sq_err": "iou_sq_err",
+        "box_pred": "box_pred",
+        "box_target": "box_target",
+        "giou_loss": "giou_loss_per_pair",
+    }
+    for l in range(3):
+        d = details["layers"][l]
+        for ours, theirs in per_pair.items():
+            torch.testing.assert_close(d[ours].detach(), golden[f"criterion.layer{l}.{theirs}"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(d["l1"].detach(), golden[f"criterion.layer{l}.l1"].sum(1), atol=1e-5, rtol=0)
+
+    # Gradients with respect to every layer's outputs (IoU target not detached, as the reference).
+    total.backward()
+    for l in range(3):
+        for key in ("pred_masks", "pred_boxes", "pred_ious"):
+            expected = golden[f"grad.layer{l}.{key}"]
+            torch.testing.assert_close(layers[l][key].grad, expected, atol=1e-4 * expected.abs().max().item(), rtol=0)
+
+
+def test_golden_from_reference_seed(golden, cfg):
+    """Seeding like the reference reproduces its step: clicks, matcher points, loss points, total."""
+    py_state, torch_state = random.getstate(), torch.get_rng_state()
+    try:
+        random.seed(0)
+        torch.manual_seed(0)
+        target = prepare_click_targets(
+            golden["input.gt_masks"], (256, 256), (256, 256), 6, 6, gt_boxes=golden["input.gt_boxes_xyxy"]
+        )
+        details = {}
+        losses = build_criterion(cfg)(_outputs(golden)[0], [target], details=details)
+    finally:
+        random.setstate(py_state)
+        torch.set_rng_state(torch_state)
+    torch.testing.assert_close(
+        _total(losses, build_criterion(cfg).weight_dict), golden["loss.total"], atol=1e-4, rtol=0
+    )
+    for l in range(3):
+        got, expected = details["layers"][l]["point_coords"], golden[f"criterion.layer{l}.point_coords"]
+        for j in range(len(got)):  # top-k order may differ with thread counts: compare as sets
+            assert torch.equal(got[j].unique(dim=0), expected[j].unique(dim=0))
+
+
+def test_detached_iou_target_changes_only_mask_gradients(golden):
+    cfg = load_config(CONFIG, ["MODEL.DECODER.DETACH_IOU_TARGET=True"])
+    outputs, layers = _outputs(golden, requires_grad=True)
+    criterion = build_criterion(cfg)
+    losses = criterion(outputs, [_targets(golden)], rng=ReplayRandom(_loss_draws(golden)))
+    for key, value in losses.items():
+        torch.testing.assert_close(value, golden[f"loss.unweighted.{key}"], atol=1e-5, rtol=1e-5)
+    _total(losses, criterion.weight_dict).backward()
+    for l in range(3):
+        torch.testing.assert_close(layers[l]["pred_ious"].grad, golden[f"grad.layer{l}.pred_ious"], atol=1e-6, rtol=0)
+        diff = (layers[l]["pred_masks"].grad - golden[f"grad.layer{l}.pred_masks"]).abs().max().item()
+        assert 1e-5 < diff < 5e-4
+
+
+def test_match_each_layer_reassigns_aux_layers(golden):
+    """With the same points, matching each auxiliary layer on its own reassigns 5 and 4 of 11 targets (README)."""
+    cfg = load_config(CONFIG, ["MODEL.DECODER.MATCH_EACH_LAYER=True"])
+    points = golden["matcher.point_coords"]
+    draws = [points]
+    for l in LAYER_ORDER:
+        if l != 2:
+            draws.append(points)
+        draws += [golden[f"criterion.layer{l}.oversampled_coords"], golden[f"criterion.layer{l}.random_coords"]]
+    details = {}
+    build_criterion(cfg)(_outputs(golden)[0], [_targets(golden)], rng=ReplayRandom(draws), details=details)
+    last = dict(zip(golden["matcher.tgt_idx"].tolist(), golden["matcher.src_idx"].tolist()))
+    changed = []
+    for l in (0, 1):
+        [(src, tgt)] = details["layers"][l]["indices"]
+        changed.append(sum(last[t] != s for s, t in zip(src.tolist(), tgt.tolist())))
+    assert changed == [5, 4]
+
+
+def _random_image(gen, num_prompts, k, size=64, num_gt=4):
+    masks = torch.zeros(num_gt, size, size, dtype=torch.bool)
+    for g in range(num_gt):
+        x0, y0 = torch.randint(0, size // 2, (2,), generator=gen).tolist()
+        masks[g, y0 : y0 + size // 3, x0 : x0 + size // 3] = True
+    target = prepare_click_targets(masks, (size, size), (size, size), num_prompts, k, generator=gen)
+    q = num_prompts * k
+    outputs = {
+        "pred_masks": torch.randn(1, q, size // 4, size // 4, generator=gen),
+        "pred_boxes": torch.rand(1, q, 4, generator=gen) * 0.4 + 0.1,
+        "pred_ious": torch.randn(1, num_prompts, k, generator=gen),
+    }
+    return target, outputs
+
+
+def _tiny_criterion(many_to_one, k, num_layers=2, num_points=32):
+    base = {"loss_mask_bce": 5.0, "loss_mask_dice": 5.0, "iou_score_loss": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    return SemanticSamCriterion(
+        matcher=ManyToManyMatcher(num_points=num_points, num_mask_tokens=k),
+        weight_dict=expand_weight_dict(base, num_layers),
+        num_points=num_points,
+        oversample_ratio=3.0,
+        importance_sample_ratio=0.75,
+        num_mask_tokens=k,
+        many_to_one=many_to_one,
+    )
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+def test_batch_of_two_equals_separate_images(many_to_one):
+    """Per-image losses times their normalizers add up to the batch loss times its normalizer."""
+    gen = torch.Generator().manual_seed(0)
+    k, num_prompts, num_points = 3, 4, 32
+    images = [_random_image(gen, num_prompts, k) for _ in range(2)]
+    criterion = _tiny_criterion(many_to_one, k, num_layers=1, num_points=num_points)
+    # Draw each image's random points once; the batch consumes the same ones (matcher points per
+    # image, then the loss points of all pairs, image 0's pairs first).
+    sizes, separate, draws = [], [], []
+    for target, outputs in images:
+        pairs = num_prompts * k if many_to_one else len(target["target_gt_inds"])
+        matcher_points = [] if many_to_one else [torch.rand(1, num_points, 2, generator=gen)]
+        loss_points = [
+            torch.rand(pairs, 3 * num_points, 2, generator=gen),
+            torch.rand(pairs, num_points - 24, 2, generator=gen),
+        ]
+        draws.append((matcher_points, loss_points))
+        separate.append(criterion(outputs, [target], rng=ReplayRandom(matcher_points + loss_points)))
+        sizes.append(num_prompts if many_to_one else len(target["target_gt_inds"]))
+    batch_draws = draws[0][0] + draws[1][0] + [torch.cat([draws[0][1][i], draws[1][1][i]]) for i in range(2)]
+    outputs = {key: torch.cat([im[1][key] for im in images]) for key in ("pred_masks", "pred_boxes", "pred_ious")}
+    details = {}
+    batch = criterion(outputs, [im[0] for im in images], rng=ReplayRandom(batch_draws), details=details)
+    assert details["num_masks"] == sum(sizes)
+    for key in batch:
+        expected = (separate[0][key] * sizes[0] + separate[1][key] * sizes[1]) / sum(sizes)
+        torch.testing.assert_close(batch[key], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_many_to_one_supervises_the_best_output_per_prompt():
+    gen = torch.Generator().manual_seed(1)
+    k = 3
+    target, outputs = _random_image(gen, 5, k)
+    best = torch.randint(0, k, (5,), generator=gen)
+    for i in range(5):  # make token best[i] of prompt i perfect
+        g = int(target["prompt_gt_inds"][i])
+        small = F.interpolate(target["ori_masks"][g][None, None].float(), size=(16, 16), mode="area")[0, 0]
+        outputs["pred_masks"][0, i * k + best[i]] = (small - 0.5) * 60
+        outputs["pred_boxes"][0, i * k + best[i]] = target["ori_boxes"][g]
+    criterion = _tiny_criterion(True, k, num_layers=1)
+    details = {}
+    losses = criterion(outputs, [target], generator=torch.Generator().manual_seed(0), details=details)
+    layer = details["layers"][0]
+    assert torch.equal(layer["best_token"], best)
+    per_token = (layer["bce"] + layer["dice"]).view(-1, k)
+    assert torch.equal(per_token.argmin(1), best)
+    assert details["num_masks"] == 5
+    expected_bce = layer["bce"].view(-1, k).gather(1, best[:, None]).sum() / 5
+    torch.testing.assert_close(losses["loss_mask_bce_0"], expected_bce)
+    assert losses["loss_bbox_0"].item() < 1e-6 and losses["loss_giou_0"].item() < 1e-5
+    expected_iou = (
+        (
+            outputs["pred_ious"][0].gather(1, best[:, None])[:, 0]
+            - (1 - layer["dice"].view(-1, k).gather(1, best[:, None])[:, 0])
+        )
+        ** 2
+    ).sum() / 5
+    torch.testing.assert_close(losses["iou_score_loss_0"], expected_iou)
+
+
+def test_reproduce_sam_config_builds_many_to_one():
+    cfg = load_config("configs/semantic_sam_reproduce_sam_swinL.yaml")
+    criterion = build_criterion(cfg)
+    assert criterion.many_to_one and criterion.num_mask_tokens == 3
+    assert len(criterion.weight_dict) == 45 and criterion.weight_dict["loss_mask_bce_8"] == 5.0
+    assert not isinstance(criterion, torch.nn.Module)
+    model = torch.nn.Linear(2, 2)
+    keys = set(model.state_dict())
+    model.criterion = criterion
+    assert set(model.state_dict()) == keys
+
+
+def test_images_without_targets_give_zero_losses_in_the_graph():
+    gen = torch.Generator().manual_seed(2)
+    k = 3
+    target = prepare_click_targets(torch.zeros(0, 32, 32, dtype=torch.bool), (32, 32), (32, 32), 2, k, generator=gen)
+    outputs = {
+        "pred_masks": torch.randn(1, 2 * k, 8, 8, requires_grad=True),
+        "pred_boxes": torch.rand(1, 2 * k, 4, requires_grad=True),
+        "pred_ious": torch.randn(1, 2, k, requires_grad=True),
+    }
+    for many_to_one in (False, True):
+        losses = _tiny_criterion(many_to_one, k, num_layers=1)(outputs, [target])
+        assert all(v.item() == 0.0 for v in losses.values())
+        sum(losses.values()).backward()
+        assert outputs["pred_masks"].grad is not None and outputs["pred_masks"].grad.abs().sum() == 0
+
+
+def test_normalizer_is_averaged_over_processes(monkeypatch):
+    monkeypatch.setattr(criterion_module.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(criterion_module.dist, "all_reduce", lambda t: t.add_(5.0))  # another process had 5
+    monkeypatch.setattr(criterion_module, "get_world_size", lambda: 2)
+    assert criterion_module._num_normalizer(11, torch.device("cpu")) == 8.0
+    monkeypatch.setattr(criterion_module.dist, "all_reduce", lambda t: t)
+    assert criterion_module._num_normalizer(0, torch.device("cpu")) == 1.0  # clamped
+
+
+def test_bad_inputs():
+    gen = torch.Generator().manual_seed(3)
+    target, outputs = _random_image(gen, 2, 3)
+    criterion = _tiny_criterion(False, 3)
+    with pytest.raises(ValueError, match="2 targets for a batch of 1"):
+        criterion(outputs, [target, target])
+    with pytest.raises(ValueError, match="multiple of K"):
+        _tiny_criterion(False, 4)(outputs, [target])
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+def test_half_precision_outputs_give_float32_losses(many_to_one):
+    gen = torch.Generator().manual_seed(4)
+    target, outputs = _random_image(gen, 3, 3)
+    criterion = _tiny_criterion(many_to_one, 3, num_layers=1)
+    full = criterion(outputs, [target], generator=torch.Generator().manual_seed(0))
+    half = {k: v.bfloat16().requires_grad_() for k, v in outputs.items()}
+    low = criterion(half, [target], generator=torch.Generator().manual_seed(0))
+    sum(low.values()).backward()
+    for key in full:
+        assert low[key].dtype == torch.float32
+        torch.testing.assert_close(low[key], full[key], atol=0.05, rtol=0.05)
+    assert half["pred_masks"].grad.dtype == torch.bfloat16
