@@ -33,11 +33,15 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 @dataclass
 class Timing:
-    """One line of the table: wall-clock seconds of ``repeat`` runs of one variant."""
+    """One line of the table: wall-clock and process CPU seconds of ``repeat`` runs of one variant.
+
+    CPU seconds (summed over threads) are steadier than wall-clock time on a shared machine.
+    """
 
     row: str
     variant: str
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     note: str = ""
     skipped: Optional[str] = None
 
@@ -48,6 +52,10 @@ class Timing:
     @property
     def best(self) -> float:
         return min(self.seconds) if self.seconds else float("nan")
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else float("nan")
 
 
 @dataclass
@@ -70,16 +78,19 @@ def row(name: str, description: str):
     return deco
 
 
-def measure(row_name: str, variant: str, fn: Callable[[], object], repeat: int, warmup: int = 1, note: str = "") -> Timing:
+def measure(
+    row_name: str, variant: str, fn: Callable[[], object], repeat: int, warmup: int = 1, note: str = ""
+) -> Timing:
     """Time ``fn`` ``repeat`` times (after ``warmup`` untimed calls) under ``torch.no_grad``."""
     timing = Timing(row_name, variant, note=note)
     with torch.no_grad():
         for _ in range(warmup):
             fn()
         for _ in range(repeat):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             timing.seconds.append(time.perf_counter() - start)
+            timing.cpu_seconds.append(time.process_time() - cpu_start)
     return timing
 
 
@@ -130,7 +141,9 @@ def reference_style_msda(value, spatial_shapes, sampling_locations, attention_we
     return out.transpose(1, 2).contiguous()
 
 
-def pixel_decoder_problem(image_size: int = 1024, n_heads: int = 8, head_dim: int = 32, n_points: int = 4, seed: int = 0):
+def pixel_decoder_problem(
+    image_size: int = 1024, n_heads: int = 8, head_dim: int = 32, n_points: int = 4, seed: int = 0
+):
     """Inputs of one pixel-decoder self-attention layer: levels at strides 8..64, realistic locations
     (each token's own pixel centre plus offsets of a few pixels), softmax-normalized weights."""
     g = torch.Generator().manual_seed(seed)
@@ -165,7 +178,8 @@ def bench_ms_deform_attn(args) -> list[Timing]:
 
     def variant(label, fn, note=""):
         err = (fn() - expected).abs().max().item()
-        return measure(name, label, fn, args.repeat, note=f"max |diff| vs reference {err:.1e}" + (f"; {note}" if note else ""))
+        note = f"max |diff| vs reference {err:.1e}" + (f"; {note}" if note else "")
+        return measure(name, label, fn, args.repeat, note=note)
 
     timings = [
         measure(name, "reference (grid_sample per level + stacked sum)",
@@ -177,8 +191,12 @@ def bench_ms_deform_attn(args) -> list[Timing]:
     ]
     kernel = cpu.cpu_kernel()
     if kernel is not None:
-        timings.append(variant("ours: C++ CPU kernel",
-                               lambda: kernel.ms_deform_attn_cpu_forward(value, shapes, starts, locations, weights, 64)))
+        timings.append(
+            variant(
+                "ours: C++ CPU kernel",
+                lambda: kernel.ms_deform_attn_cpu_forward(value, shapes, starts, locations, weights, 64),
+            )
+        )
     else:
         timings.append(Timing(name, "ours: C++ CPU kernel", skipped="not built (pass --build-cpu-kernel)"))
     timings.append(variant("ours: default dispatch (ms_deform_attn)",
@@ -279,16 +297,18 @@ def format_table(env: dict, timings: list[Timing]) -> str:
     ]
     if env.get("load_average"):
         lines[0] += " | load avg %.1f" % env["load_average"][0]
-    header = f"{'row':<16} {'variant':<52} {'median s':>9} {'best s':>8} {'vs first':>8}  note"
+    header = f"{'row':<16} {'variant':<52} {'median s':>9} {'best s':>8} {'cpu s':>8} {'vs first':>8}  note"
     lines += [header, "-" * len(header)]
     first: dict[str, float] = {}
     for t in timings:
         if t.skipped:
-            lines.append(f"{t.row:<16} {t.variant:<52} {'-':>9} {'-':>8} {'-':>8}  skipped: {t.skipped}")
+            lines.append(f"{t.row:<16} {t.variant:<52} {'-':>9} {'-':>8} {'-':>8} {'-':>8}  skipped: {t.skipped}")
             continue
         first.setdefault(t.row, t.median)
         ratio = first[t.row] / t.median if t.median > 0 else float("nan")
-        lines.append(f"{t.row:<16} {t.variant:<52} {t.median:>9.3f} {t.best:>8.3f} {ratio:>7.2f}x  {t.note}")
+        lines.append(
+            f"{t.row:<16} {t.variant:<52} {t.median:>9.3f} {t.best:>8.3f} {t.cpu_median:>8.3f} {ratio:>7.2f}x  {t.note}"
+        )
     return "\n".join(lines)
 
 
@@ -323,7 +343,10 @@ def main(argv=None) -> int:
     env = environment()
     print(format_table(env, timings))
     if args.json:
-        payload = {"environment": env, "timings": [dict(asdict(t), median=t.median, best=t.best) for t in timings]}
+        payload = {
+            "environment": env,
+            "timings": [dict(asdict(t), median=t.median, best=t.best, cpu_median=t.cpu_median) for t in timings],
+        }
         with open(args.json, "w") as f:
             json.dump(payload, f, indent=2)
     return 0

@@ -49,6 +49,7 @@ _warned_cuda_fallback = False
 # Lazy access to the compiled extension(s)
 # ---------------------------------------------------------------------------------------------
 def _extension() -> Optional[ModuleType]:
+    """``semantic_sam._C`` or None (a seam for tests)."""
     return compiled_extension()
 
 
@@ -167,6 +168,8 @@ def ms_deform_attn_pytorch(
     weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(b * n_heads, num_levels, 1, q, num_points)
     output = value.new_zeros(b * n_heads, head_dim, q)
     for level, (h, w) in enumerate(spatial_shapes.tolist()):
+        if h == 0 or w == 0:
+            continue  # an empty level has only padding: it adds zero (grid_sample would refuse it)
         # (B, H*W, nH, Dh) -> (B*nH, Dh, H, W)
         value_l = value_per_level[level].permute(0, 2, 3, 1).reshape(b * n_heads, head_dim, h, w)
         # (B, Q, nH, P, 2) -> (B*nH, Q, P, 2)
@@ -185,7 +188,9 @@ class _MSDeformAttnKernel(torch.autograd.Function):
     """Autograd wrapper for the compiled forward/backward (CUDA or C++ CPU, same signatures)."""
 
     @staticmethod
-    def forward(ctx, kernel, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, kernel, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+    ):
         ctx.kernel = kernel
         ctx.im2col_step = im2col_step
         output = kernel.forward(
@@ -287,8 +292,8 @@ def ms_deform_attn(
             return _MSDeformAttnKernel.apply(
                 binding,
                 value.contiguous(),
-                spatial_shapes.long().contiguous(),
-                level_start_index.long().contiguous(),
+                spatial_shapes.to(value.device, torch.long).contiguous(),
+                level_start_index.to(value.device, torch.long).contiguous(),
                 sampling_locations.contiguous(),
                 attention_weights.contiguous(),
                 im2col_step,

@@ -107,6 +107,9 @@ def ms_deform_attn_sparse(
     k = num_levels * num_points * 4
     chunk = max(1, _MAX_NNZ_PER_BLOCK // (n_heads * k))
     index_dtype = _index_dtype(s * n_heads, min(q, chunk) * n_heads * k)
+    if s == 0:
+        return value.new_zeros(b, q, n_heads * head_dim)
+    has_empty_level = bool((spatial_shapes.prod(1) == 0).any())
     output = value.new_empty(b, q, n_heads, head_dim)
     with torch.no_grad():
         for bi in range(b):
@@ -120,6 +123,8 @@ def ms_deform_attn_sparse(
                     level_start_index,
                     index_dtype,
                 )
+                if has_empty_level:  # its clamped "pixel" may sit one past the end of value
+                    columns = columns.clamp_(max=s * n_heads - 1)
                 n_rows = columns.shape[0]
                 crow = torch.arange(0, n_rows * k + 1, k, dtype=index_dtype, device=value.device)
                 with warnings.catch_warnings():  # "sparse CSR support is in beta"

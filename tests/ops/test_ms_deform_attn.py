@@ -388,3 +388,17 @@ def test_module_attend_on_projected_value_equals_forward():
     mask = torch.rand(2, flat.shape[1]) > 0.7
     value = m.project_value(flat, mask)
     torch.testing.assert_close(m.attend(query, ref, value, shapes, starts), m(query, ref, flat, shapes, starts, mask))
+
+
+def test_empty_level_contributes_nothing():
+    # a zero-sized last level (start == S) must neither crash nor read past the end of value
+    value, shapes, starts, locations, weights = _random_problem(shapes=((4, 6), (3, 2), (0, 3)), seed=9)
+    expected = _naive(value, shapes, locations, weights)
+    got = sparse_module.ms_deform_attn_sparse(value, shapes, starts, locations, weights)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_pytorch_path_skips_empty_level():
+    value, shapes, starts, locations, weights = _random_problem(shapes=((4, 6), (0, 2), (3, 2)), seed=10)
+    torch.testing.assert_close(ms_deform_attn_pytorch(value, shapes, starts, locations, weights),
+                               _naive(value, shapes, locations, weights), rtol=1e-10, atol=1e-10)

@@ -91,3 +91,11 @@ def test_kernel_reports_bad_input(kernel):
         kernel.ms_deform_attn_cpu_forward(value, shapes, starts, loc.double(), weights, 64)
     with pytest.raises(RuntimeError, match="attn_weight must be"):
         kernel.ms_deform_attn_cpu_forward(value, shapes, starts, loc, weights[..., :1].contiguous(), 64)
+
+
+def test_empty_level(use_kernel):
+    value, shapes, starts, loc, weights = _problem(torch.float64, shapes=((6, 5), (0, 4), (2, 2)))
+    torch.testing.assert_close(
+        ms_deform_attn(value, shapes, starts, loc, weights),
+        ms_deform_attn_pytorch(value, shapes, starts, loc, weights),
+    )

@@ -149,8 +149,7 @@ def load_pretrained_from_config(model: nn.Module, cfg) -> PretrainedLoadReport |
     report = load_imagenet_swin_weights(model, ckpt, layers)
     logger.info(
         "Loaded ImageNet Swin weights from %s: %d tensors (%d bias tables resized), "
-        "%d backbone tensors "
-        "not in the file, %d file entries unused, %d shape mismatches",
+        "%d backbone tensors not in the file, %d file entries unused, %d shape mismatches",
         path,
         len(report.loaded),
         len(report.resized),
@@ -158,6 +157,13 @@ def load_pretrained_from_config(model: nn.Module, cfg) -> PretrainedLoadReport |
         len(report.unexpected),
         len(report.mismatched),
     )
+    if not report.loaded:
+        logger.warning(
+            "%s holds no tensor of this Swin (keys like 'patch_embed.proj.weight' expected): "
+            "is it an ImageNet Swin checkpoint? First keys: %s",
+            path,
+            ", ".join(list(ckpt)[:3]),
+        )
     if report.missing:
         logger.info("Swin tensors left at random init: %s", ", ".join(report.missing))
     if report.mismatched:

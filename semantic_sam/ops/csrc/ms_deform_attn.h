@@ -19,7 +19,8 @@ inline at::Tensor ms_deform_attn_forward(
     int64_t im2col_step) {
   if (value.is_cuda()) {
 #if defined(WITH_CUDA)
-    return ms_deform_attn_cuda_forward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, im2col_step);
+    return ms_deform_attn_cuda_forward(
+        value, spatial_shapes, level_start_index, sampling_loc, attn_weight, im2col_step);
 #else
     AT_ERROR("semantic_sam._C was not compiled with CUDA; rebuild with FORCE_CUDA=1");
 #endif

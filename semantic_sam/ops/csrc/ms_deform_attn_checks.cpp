@@ -33,7 +33,8 @@ void ms_deform_attn_check_inputs(
   TORCH_CHECK(attn_weight.is_contiguous(), "attn_weight must be contiguous");
 }
 
-void ms_deform_attn_check_level_bounds(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t S) {
+void ms_deform_attn_check_level_bounds(
+    const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t S) {
   // small (L, 2) and (L,) tensors: read them on the CPU (a device copy for CUDA inputs)
   const at::Tensor shapes_cpu = spatial_shapes.cpu();
   const at::Tensor starts_cpu = level_start_index.cpu();

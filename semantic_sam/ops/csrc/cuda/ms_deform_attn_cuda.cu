@@ -99,7 +99,8 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(
           level_start_index.data_ptr<int64_t>(), sampling_loc.data_ptr<scalar_t>() + b0 * Q * nH * L * P * 2,
           attn_weight.data_ptr<scalar_t>() + b0 * Q * nH * L * P, grad_output.data_ptr<scalar_t>() + b0 * Q * nH * D,
           S, nH, D, Q, L, P, grad_value.data_ptr<scalar_t>() + b0 * S * nH * D,
-          grad_loc.data_ptr<scalar_t>() + b0 * Q * nH * L * P * 2, grad_attn.data_ptr<scalar_t>() + b0 * Q * nH * L * P);
+          grad_loc.data_ptr<scalar_t>() + b0 * Q * nH * L * P * 2,
+          grad_attn.data_ptr<scalar_t>() + b0 * Q * nH * L * P);
     });
     check_launch("backward");
   }
