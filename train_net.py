@@ -13,15 +13,15 @@ Zero-shot COCO interactive evaluation:
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
 import weakref
-from collections import OrderedDict
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_setup, launch
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, default_setup, hooks, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -37,6 +37,24 @@ from semantic_sam.utils.cli import exit_on_user_error
 import datasets.builtin as data_builtin
 
 logger = logging.getLogger("semantic_sam")
+
+# DefaultTrainer's PeriodicWriter writes the metrics every 20 iterations and after the last one.
+_WRITE_PERIOD = 20
+
+
+class BadRowMetric(HookBase):
+    """Puts ``data/bad_rows`` into the metrics before each write: the corrupt SA-1B rows skipped so
+    far, summed over all processes (an all-gather, so it runs on every process)."""
+
+    def __init__(self, period: int = _WRITE_PERIOD):
+        self._period = period
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self._period == 0 or done == self.trainer.max_iter:
+            count = getattr(self.trainer.data_loader, "bad_rows", 0)
+            total = sum(comm.all_gather(count))
+            self.trainer.storage.put_scalar("data/bad_rows", total, smoothing_hint=False)
 
 
 class Trainer(DefaultTrainer):
@@ -57,6 +75,12 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        hook_list = super().build_hooks()
+        writers = [i for i, h in enumerate(hook_list) if isinstance(h, hooks.PeriodicWriter)]
+        hook_list.insert(writers[0] if writers else len(hook_list), BadRowMetric())
+        return hook_list
 
     @classmethod
     def build_model(cls, cfg):
@@ -113,11 +137,16 @@ def _wrap_ddp(model):
     if comm.get_world_size() == 1:
         return model
     on_gpu = next(model.parameters()).is_cuda
+    # Buffers are constants (pixel statistics, position indices): synced once, not at every forward.
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        no_forward_sync = {"forward_sync_buffers": False}
+    else:
+        no_forward_sync = {"broadcast_buffers": False}
     return DistributedDataParallel(
         model,
         device_ids=[comm.get_local_rank()] if on_gpu else None,
-        broadcast_buffers=False,
         find_unused_parameters=True,
+        **no_forward_sync,
     )
 
 
@@ -130,7 +159,8 @@ def setup(args):
         logging.getLogger(__name__).info("SOLVER.AMP.ENABLED turned off: AMP needs CUDA")
     cfg.freeze()
     default_setup(cfg, args)  # logs, saves the merged config to OUTPUT_DIR/config.yaml, seeds
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="semantic_sam")
+    for name in ("semantic_sam", "datasets"):  # the package's and the data pipeline's loggers
+        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
     data_builtin.register_datasets(cfg)
     return cfg
 
@@ -178,7 +208,9 @@ def argument_parser() -> argparse.ArgumentParser:
 @exit_on_user_error
 def invoke_main() -> None:
     args = argument_parser().parse_args()
-    load_config(args.config_file, args.opts)  # fail fast, before spawning processes
+    cfg = load_config(args.config_file, args.opts)  # fail fast, before spawning processes
+    if not args.eval_only:
+        data_builtin.images_per_process(cfg, args.num_gpus * args.num_machines)
     launch(
         main,
         args.num_gpus,

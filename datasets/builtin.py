@@ -5,7 +5,7 @@ import logging
 from typing import Iterable, Iterator
 
 from detectron2.data import DatasetCatalog, build_detection_train_loader
-from detectron2.utils.events import get_event_storage
+from detectron2.utils import comm
 
 from semantic_sam.config import ConfigError
 from semantic_sam.evaluation import build_evaluator as _build_evaluator
@@ -13,7 +13,15 @@ from semantic_sam.evaluation import build_evaluator as _build_evaluator
 from . import interactive_eval
 from .sa1b_dataset_mapper import SA1BDatasetMapper
 
-__all__ = ["register_datasets", "unavailable_test_datasets", "build_train_loader", "build_test_loader", "build_evaluator"]
+__all__ = [
+    "register_datasets",
+    "unavailable_test_datasets",
+    "BadRowCountingLoader",
+    "images_per_process",
+    "build_train_loader",
+    "build_test_loader",
+    "build_evaluator",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,24 +52,34 @@ def unavailable_test_datasets(cfg) -> dict[str, str]:
     return missing
 
 
-class _BadRowMetric:
-    """Wraps a training loader: sums the mappers' ``bad_rows`` counts into the training metrics."""
+class BadRowCountingLoader:
+    """Wraps a training loader and counts, in ``bad_rows``, the corrupt rows the mappers skipped
+    (the sum of the batches' ``bad_rows``). The count is this process's; ``train_net.py`` sums it
+    over all processes into the ``data/bad_rows`` metric."""
 
     def __init__(self, loader: Iterable[list[dict]]):
         self.loader = loader
-        self.total = 0
+        self.bad_rows = 0
 
     def __iter__(self) -> Iterator[list[dict]]:
         for batch in self.loader:
-            self.total += sum(int(d.get("bad_rows", 0)) for d in batch)
-            try:
-                get_event_storage().put_scalar("data/bad_rows", self.total, smoothing_hint=False)
-            except AssertionError:  # iterated outside a training loop: nothing to report to
-                pass
+            self.bad_rows += sum(int(d.get("bad_rows", 0)) for d in batch)
             yield batch
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
+
+
+def images_per_process(cfg, world_size: int) -> int:
+    """``SAM.TRAIN.BATCH_SIZE_TOTAL / world_size``; a :class:`ConfigError` unless the total is a
+    positive multiple of the number of processes."""
+    total = cfg.SAM.TRAIN.BATCH_SIZE_TOTAL
+    if total <= 0 or total % world_size:
+        raise ConfigError(
+            f"SAM.TRAIN.BATCH_SIZE_TOTAL={total} must be a positive multiple of the number of "
+            f"processes ({world_size}); e.g. SAM.TRAIN.BATCH_SIZE_TOTAL={world_size * max(1, total // world_size)}"
+        )
+    return total // world_size
 
 
 def build_train_loader(cfg):
@@ -70,6 +88,7 @@ def build_train_loader(cfg):
     names = list(cfg.DATASETS.TRAIN)
     if len(names) != 1:
         raise ConfigError(f"DATASETS.TRAIN: expected exactly one SA-1B dataset, got {names}")
+    images_per_process(cfg, comm.get_world_size())
     mapper = SA1BDatasetMapper(cfg, is_train=True, dataset_name=names[0])
     loader = build_detection_train_loader(
         DatasetCatalog.get(names[0]),
@@ -78,7 +97,7 @@ def build_train_loader(cfg):
         aspect_ratio_grouping=cfg.SAM.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.SAM.DATALOADER.NUM_WORKERS,
     )
-    return _BadRowMetric(loader)
+    return BadRowCountingLoader(loader)
 
 
 def build_test_loader(cfg, dataset_name: str):

@@ -27,6 +27,7 @@ _NORM_TYPES = (
     nn.LocalResponseNorm,
 )
 _NO_DECAY_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+_CLIP_TYPES = ("full_model", "value", "norm")
 
 
 def get_param_groups(
@@ -100,13 +101,17 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     else:
         raise ConfigError(f"SOLVER.OPTIMIZER: unknown optimizer {s.OPTIMIZER!r}; expected ADAMW or SGD")
     clip = s.CLIP_GRADIENTS
-    if clip.ENABLED and clip.CLIP_TYPE == "full_model" and clip.CLIP_VALUE > 0:
-        cls = _full_model_clipping(cls, clip.CLIP_VALUE, clip.NORM_TYPE)
-        optimizer = cls(groups, lr=s.BASE_LR, **kwargs)
-    else:
-        optimizer = cls(groups, lr=s.BASE_LR, **kwargs)
-        if clip.ENABLED:
-            optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    if clip.ENABLED and clip.CLIP_TYPE not in _CLIP_TYPES:
+        raise ConfigError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE: unknown clip type {clip.CLIP_TYPE!r}; expected one of {_CLIP_TYPES}"
+        )
+    if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+        if clip.CLIP_VALUE > 0:  # as the reference: CLIP_VALUE <= 0 means no clipping
+            cls = _full_model_clipping(cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+        return cls(groups, lr=s.BASE_LR, **kwargs)
+    optimizer = cls(groups, lr=s.BASE_LR, **kwargs)
+    if clip.ENABLED:
+        optimizer = maybe_add_gradient_clipping(cfg, optimizer)
     return optimizer
 
 

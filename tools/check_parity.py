@@ -127,7 +127,7 @@ class ParityChecker:
 def _find_one(directory: str, pattern: str) -> str:
     found = sorted(glob.glob(os.path.join(directory, pattern)))
     if len(found) != 1:
-        raise SystemExit(f"{directory}: expected exactly one {pattern}, found {len(found)}: {found}")
+        raise FileNotFoundError(f"{directory}: expected exactly one {pattern}, found {len(found)}: {found}")
     return found[0]
 
 
@@ -318,7 +318,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    chk = run_parity(args.directory)
+    if not os.path.isdir(args.directory):
+        print(f"error: parity folder not found: {args.directory}", file=sys.stderr)
+        return 2
+    try:
+        chk = run_parity(args.directory)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return chk.report(quiet=args.quiet)
 
 

@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -410,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except (ConversionError, FileNotFoundError) as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0

@@ -28,6 +28,7 @@ import colorsys
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -562,9 +563,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start-id", type=int, default=1, help="image id of the first image (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    written = make_synthetic_sa1b(
-        args.output, args.num_images, args.seed, args.size, args.start_id, progress=not args.no_progress
-    )
+    try:
+        written = make_synthetic_sa1b(
+            args.output, args.num_images, args.seed, args.size, args.start_id, progress=not args.no_progress
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {len(written)} images to {args.output}")
     return 0
 

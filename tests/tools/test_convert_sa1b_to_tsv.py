@@ -204,6 +204,6 @@ def test_only_shards_and_cli_errors(inputs, tmp_path, capsys):
     )
     assert "1 written, 1 already complete" in capsys.readouterr().out
     assert conv.main(["--input", inputs, "--output", out, "--num-shards", "4", "--only-shards", "9"]) == 2
-    assert "outside 0..3" in capsys.readouterr().out
+    assert "outside 0..3" in capsys.readouterr().err
     assert conv.main(["--input", str(tmp_path / "nope"), "--output", out, "--num-shards", "1"]) == 2
-    assert "SA-1B folder not found" in capsys.readouterr().out
+    assert "SA-1B folder not found" in capsys.readouterr().err
