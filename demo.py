@@ -310,7 +310,7 @@ def build_app(model, short_side: int | None = 640, examples: Sequence[str] | Non
         )
         records = gen.generate(image)
         overlay = render_auto_masks(image, [r["segmentation"] for r in records])
-        return overlay, f"{len(records)} mask(s) at {level_choice.lower()}."
+        return overlay, f"{len(records)} mask(s) at {level_choice.lower()} ({int(points_per_side)}^2 points)."
 
     with gr.Blocks(title="Semantic-SAM") as app:
         gr.Markdown(
@@ -346,13 +346,13 @@ def build_app(model, short_side: int | None = 640, examples: Sequence[str] | Non
                         auto_image = gr.Image(label="Image", type="numpy", sources=["upload", "clipboard"], elem_id="auto-image")
                         level_choice = gr.Radio(["All levels"] + [f"Level {i}" for i in LEVEL_CHOICES], value="All levels",
                                                 label="Granularity", elem_id="auto-level")
-                        pps = gr.Slider(4, 64, value=32, step=1, label="Points per side")
+                        pps = gr.Slider(4, 64, value=32, step=1, label="Points per side", elem_id="auto-pps")
                         run = gr.Button("Generate", variant="primary", elem_id="auto-run")
                         if examples:
                             gr.Examples(examples=[[e] for e in examples], inputs=[auto_image], label="Samples")
                     with gr.Column():
                         auto_out = gr.Image(label="Masks", interactive=False, elem_id="auto-output", format="png")
-                        auto_status = gr.Markdown("")
+                        auto_status = gr.Markdown("", elem_id="auto-status")
                 run.click(on_generate, [auto_image, level_choice, pps], [auto_out, auto_status])
     return app
 

@@ -118,6 +118,17 @@ def test_upload_click_and_box(server, image_file, tmp_path):
             img.click(position={"x": box["width"] * 0.7, "y": box["height"] * 0.7})
             page.wait_for_function("document.querySelector('#status').innerText.includes('for the box')", timeout=120_000)
             assert page.locator("#gallery-score img").count() >= 1
+
+            # automatic tab: upload, choose a level, generate
+            page.get_by_role("tab", name="Automatic").click()
+            page.locator("#auto-image input[type=file]").set_input_files(image_file)
+            page.wait_for_selector("#auto-image img", timeout=60_000)
+            page.locator("#auto-pps input[type=number]").fill("4")
+            page.locator("#auto-pps input[type=number]").press("Enter")
+            page.locator("#auto-level").get_by_label("Level 3").check()
+            page.locator("#auto-run").click()
+            page.wait_for_selector("#auto-output img", timeout=120_000)
+            page.wait_for_function("document.querySelector('#auto-status').innerText.includes('level 3 (4^2 points)')", timeout=120_000)
         except Exception:
             if page is not None:
                 page.screenshot(path=str(tmp_path / "failure.png"))

@@ -27,6 +27,7 @@ __all__ = [
     "batch_iterator",
     "batched_mask_to_box",
     "box_xyxy_to_xywh",
+    "boxes_from_rles",
     "build_all_layer_point_grids",
     "build_point_grid",
     "calculate_stability_score",
@@ -256,13 +257,23 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
     """Fill holes (``mode="holes"``) or delete islands (``mode="islands"``) smaller than ``area_thresh`` pixels.
 
     Connectivity is 8. When every island is small, the largest one is kept. Returns the mask and
-    whether it changed.
+    whether it changed. The work is done on the mask's bounding box plus a 1-pixel ring, which gives
+    the same result as on the whole image (see :func:`_small_regions_in_box`).
     """
-    import cv2
-
     if mode not in ("holes", "islands"):
         raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
     mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return _small_regions_full(mask, area_thresh, mode)
+    cols = np.flatnonzero(mask.any(axis=0))
+    return _small_regions_in_box(mask, area_thresh, mode, (cols[0], rows[0], cols[-1], rows[-1]))
+
+
+def _small_regions_full(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
+    """:func:`remove_small_regions` on the whole image."""
+    import cv2
+
     fill_holes = mode == "holes"
     work = (mask ^ fill_holes).astype(np.uint8)  # holes: background becomes foreground
     n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
@@ -279,22 +290,81 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
     return np.isin(labels, keep), True
 
 
+def _small_regions_in_box(
+    mask: np.ndarray, area_thresh: float, mode: str, box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, bool]:
+    """:func:`remove_small_regions` computed inside ``box`` (inclusive xyxy of the mask) plus a ring.
+
+    Islands lie inside the box, so their components are exact there. A background component that
+    does not reach the ring around the box is enclosed by it, so its area is exact too. One that
+    reaches the ring belongs to a component of the whole image containing at least one full strip
+    of the image outside the box (above, below, left or right of it): if the smallest such strip
+    has ``area_thresh`` pixels or more, that component is never small. Otherwise the whole image is
+    processed.
+    """
+    import cv2
+
+    h, w = mask.shape
+    x0, y0, x1, y1 = (int(v) for v in box)
+    fill_holes = mode == "holes"
+    if fill_holes:
+        strips = [a for a in (y0 * w, (h - 1 - y1) * w, x0 * h, (w - 1 - x1) * h) if a > 0]
+        if strips and min(strips) < area_thresh:
+            return _small_regions_full(mask, area_thresh, mode)
+    cy0, cx0, cy1, cx1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 2), min(w, x1 + 2)
+    crop = mask[cy0:cy1, cx0:cx1]
+    work = (crop ^ fill_holes).astype(np.uint8)
+    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
+    sizes = stats[1:, cv2.CC_STAT_AREA]
+    small = np.nonzero(sizes < area_thresh)[0] + 1
+    if fill_holes and len(small):
+        inner = np.zeros(crop.shape, dtype=bool)
+        inner[y0 - cy0 : y1 - cy0 + 1, x0 - cx0 : x1 - cx0 + 1] = True
+        outside_labels = np.unique(labels[~inner])
+        small = np.setdiff1d(small, outside_labels)
+    if len(small) == 0:
+        return mask, False
+    out = mask.copy()
+    if fill_holes:
+        out[cy0:cy1, cx0:cx1] |= np.isin(labels, small)
+        return out, True
+    keep = np.setdiff1d(np.arange(1, n_labels), small)
+    if len(keep) == 0:
+        keep = np.array([int(np.argmax(sizes)) + 1])
+    out[cy0:cy1, cx0:cx1] = np.isin(labels, keep)
+    return out, True
+
+
 # ---------------------------------------------------------------- run-length encoding
 
 
-def masks_to_coco_rle(masks: Tensor | np.ndarray) -> list[dict]:
-    """(N, H, W) bool masks -> N pycocotools compressed RLEs ``{"size": [H, W], "counts": str}``."""
+def masks_to_coco_rle(masks: Tensor | np.ndarray, transposed: bool = False) -> list[dict]:
+    """(N, H, W) bool masks -> N pycocotools compressed RLEs ``{"size": [H, W], "counts": str}``.
+
+    With ``transposed=True`` the input is (N, W, H), each mask transposed: that is the column-major
+    layout pycocotools reads, so no copy is made when it is contiguous.
+    """
     m = masks.detach().cpu().numpy() if isinstance(masks, Tensor) else np.asarray(masks)
     if m.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {m.shape}")
-    if m.shape[0] == 0:
-        return []
-    # pycocotools wants (H, W, N) in column-major order: build it from an (N, W, H) C-order copy
-    fortran = np.ascontiguousarray(m.astype(np.uint8, copy=False).transpose(0, 2, 1)).transpose(2, 1, 0)
-    rles = mask_utils.encode(np.asfortranarray(fortran))
-    for r in rles:
-        r["counts"] = r["counts"].decode("ascii")
+    m = m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8)
+    rles = []
+    for mask in m:
+        column_major = mask.T if transposed else np.asfortranarray(mask)  # (H, W), Fortran order
+        rle = mask_utils.encode(np.asfortranarray(column_major))
+        rle["counts"] = rle["counts"].decode("ascii")
+        rles.append(rle)
     return rles
+
+
+def boxes_from_rles(rles: Sequence[dict]) -> Tensor:
+    """(N, 4) inclusive xyxy boxes of RLE masks (SAM's convention; [0, 0, 0, 0] for empty masks)."""
+    if len(rles) == 0:
+        return torch.zeros(0, 4, dtype=torch.long)
+    xywh = torch.from_numpy(mask_utils.toBbox([_as_pycoco(r) for r in rles])).long().reshape(-1, 4)
+    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] - 1], dim=1)
+    empty = (xywh[:, 2] == 0) | (xywh[:, 3] == 0)
+    return torch.where(empty[:, None], torch.zeros_like(boxes), boxes)
 
 
 def _as_pycoco(rle: dict) -> dict:

@@ -12,7 +12,7 @@ from .amg_utils import (
     MaskData,
     area_from_rle,
     batch_iterator,
-    batched_mask_to_box,
+    boxes_from_rles,
     box_xyxy_to_xywh,
     build_all_layer_point_grids,
     calculate_stability_score,
@@ -218,17 +218,19 @@ class SemanticSamAutomaticMaskGenerator:
         orig_size: tuple[int, int],
     ) -> MaskData:
         pred = self.predictor
-        num_levels = len(self.tokens)
         in_points = pred.transform.apply_coords(points, crop_size)
-        low_res, ious = pred.predict_low_res(in_points, None, self.tokens, attn_mask=self.attn_mask)
-        # (P, L, ...) -> (P * L, ...), point-major as the reference
-        low_res = low_res.flatten(0, 1)
-        ious = ious.flatten().float()
-        pts = torch.as_tensor(points, dtype=torch.float).repeat_interleave(num_levels, dim=0)
-        levels = torch.tensor(self.level, dtype=torch.long).repeat(len(points))
-
-        keep = (ious > self.pred_iou_thresh).cpu()
-        low_res, ious, pts, levels = low_res[keep.to(low_res.device)], ious[keep.to(ious.device)], pts[keep], levels[keep]
+        all_masks, all_ious = pred.decode_all_tokens(in_points, None, attn_mask=self.attn_mask)
+        # candidates in the reference's order (point-major, levels as given); only IoU survivors are copied
+        tokens = torch.as_tensor(self.tokens, dtype=torch.long, device=all_ious.device)
+        ious = all_ious[:, tokens].float()  # (P, L)
+        keep = ious > self.pred_iou_thresh
+        p_idx, l_idx = keep.nonzero(as_tuple=True)
+        low_res = all_masks[p_idx, tokens[l_idx]]
+        ious = ious[p_idx, l_idx]
+        del all_masks, all_ious
+        p_cpu, l_cpu = p_idx.cpu(), l_idx.cpu()
+        pts = torch.as_tensor(points, dtype=torch.float)[p_cpu]
+        levels = torch.tensor(self.level, dtype=torch.long)[l_cpu]
         stability = None
         if not self.stability_at_full_res and len(low_res):
             vh, vw = pred.low_res_valid_size
@@ -238,6 +240,7 @@ class SemanticSamAutomaticMaskGenerator:
             stability = stability[keep.to(stability.device)]
 
         orig_h, orig_w = orig_size
+        x0, y0 = crop_box[0], crop_box[1]
         out = MaskData()
         # full resolution only for the masks that survived, a few at a time
         step = max(1, (1 << 25) // max(1, crop_size[0] * crop_size[1]))
@@ -247,24 +250,25 @@ class SemanticSamAutomaticMaskGenerator:
             if self.stability_at_full_res:
                 logits = pred.upscale_masks(low_res[sl])
                 chunk["stability_score"] = calculate_stability_score(logits, 0.0, self.stability_score_offset).cpu()
-                masks = logits > 0
+                masks_t = (logits > 0).transpose(-1, -2)
                 del logits
-            else:
-                chunk["stability_score"] = stability[sl].cpu()
-                masks = pred.upscale_binary(low_res[sl])
-            if self.stability_at_full_res:
                 keep = chunk["stability_score"] >= self.stability_score_thresh
                 chunk.filter(keep)
-                masks = masks[keep.to(masks.device)]
-            boxes = batched_mask_to_box(masks).cpu()
+                masks_t = masks_t[keep.to(masks_t.device)]
+            else:
+                chunk["stability_score"] = stability[sl].cpu()
+                masks_t = pred.upscale_binary(low_res[sl], transposed=True)  # (n, w, h): RLE layout
+            # pad the crop's masks into the image (transposed: x is the middle axis) and encode
+            masks_t = uncrop_masks(masks_t, [y0, x0, crop_box[3], crop_box[2]], orig_w, orig_h)
+            chunk["rles"] = masks_to_coco_rle(masks_t, transposed=True)
+            del masks_t
+            boxes = boxes_from_rles(chunk["rles"])  # image frame
+            empty = (boxes == 0).all(dim=1)
+            boxes = torch.where(empty[:, None], boxes, boxes - torch.tensor([x0, y0, x0, y0]))  # crop frame
+            chunk["boxes"] = boxes
             keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
             if not bool(keep.all()):
                 chunk.filter(keep)
-                boxes = boxes[keep]
-                masks = masks[keep.to(masks.device)]
-            chunk["boxes"] = boxes
-            chunk["rles"] = masks_to_coco_rle(uncrop_masks(masks, crop_box, orig_h, orig_w))
-            del masks
             if len(chunk):
                 out.cat(chunk)
         return out
@@ -275,21 +279,24 @@ class SemanticSamAutomaticMaskGenerator:
         NMS (unchanged masks preferred) to drop duplicates created by the clean-up. Edits in place."""
         if len(mask_data) == 0:
             return mask_data
-        new_masks, unchanged = [], []
-        for rle in mask_data["rles"]:
+        boxes = mask_data["boxes"].clone()
+        unchanged = []
+        new_rles = {}
+        for i, rle in enumerate(mask_data["rles"]):
             mask = coco_rle_to_mask(rle)
             mask, changed_h = remove_small_regions(mask, min_area, "holes")
             mask, changed_i = remove_small_regions(mask, min_area, "islands")
-            new_masks.append(mask)
-            unchanged.append(not (changed_h or changed_i))
-        masks = torch.from_numpy(np.stack(new_masks))
-        boxes = batched_mask_to_box(masks)
+            changed = changed_h or changed_i
+            unchanged.append(not changed)
+            if changed:
+                new_rles[i] = masks_to_coco_rle(mask[None])[0]
+                boxes[i] = boxes_from_rles([new_rles[i]])[0].to(boxes.dtype)
         scores = torch.tensor(unchanged, dtype=torch.float)
         keep = batched_nms(boxes.float(), scores, torch.zeros(len(boxes), dtype=torch.long), nms_thresh)
         for i in keep.tolist():
-            if not unchanged[i]:
-                mask_data["rles"][i] = masks_to_coco_rle(masks[i : i + 1])[0]
-                mask_data["boxes"][i] = boxes[i].to(mask_data["boxes"].dtype)
+            if i in new_rles:
+                mask_data["rles"][i] = new_rles[i]
+                mask_data["boxes"][i] = boxes[i]
         mask_data.filter(keep)
         return mask_data
 

@@ -5,6 +5,7 @@ Hp, Wp = h, w padded to a multiple of 32; P = prompts (clicks, then boxes); L = 
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Sequence
 
@@ -71,6 +72,10 @@ class SemanticSamPredictor:
         self.dedup_iou_thresh = dedup_iou_thresh
         self.hole_area = hole_area
         self.island_area = island_area
+        try:
+            self._can_cache_memory = "cache_decoder_memory" in inspect.signature(model.encode_image).parameters
+        except (TypeError, ValueError):
+            self._can_cache_memory = False
         self.reset_image()
 
     # ------------------------------------------------------------------ image
@@ -125,7 +130,11 @@ class SemanticSamPredictor:
         self.reset_image()
         with torch.inference_mode():
             images = self.model.preprocess_image([image.to(self.device)])
-            self.features = self.model.encode_image(images)
+            if self._can_cache_memory:
+                # also precompute the decoder's prompt-independent work, reused by every predict call
+                self.features = self.model.encode_image(images, cache_decoder_memory=True)
+            else:
+                self.features = self.model.encode_image(images)
         self.original_size = (int(original_size[0]), int(original_size[1]))
         self.input_size = (int(image.shape[1]), int(image.shape[2]))
         self.padded_size = (int(images.tensor.shape[-2]), int(images.tensor.shape[-1]))
@@ -275,6 +284,18 @@ class SemanticSamPredictor:
         Returns:
             low_res_logits (P, L, Hp/4, Wp/4) and scores (P, L), P = N + M, L = len(tokens).
         """
+        masks, scores = self.decode_all_tokens(point_coords, boxes, attn_mask)
+        tok = torch.as_tensor(list(tokens), device=masks.device, dtype=torch.long)
+        return masks[:, tok], scores[:, tok]
+
+    def decode_all_tokens(
+        self,
+        point_coords: Tensor | np.ndarray | None,
+        boxes: Tensor | np.ndarray | None,
+        attn_mask: str | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Like :meth:`predict_low_res` for all K tokens in token order, without copying the masks:
+        low_res_logits (P, K, Hp/4, Wp/4) (a view of the model's output) and scores (P, K)."""
         self._require_image()
         attn_mask = self.attn_mask if attn_mask is None else attn_mask
         if attn_mask not in _ATTN_MODES:
@@ -296,11 +317,9 @@ class SemanticSamPredictor:
             pb = anchors.new_zeros(anchors.shape[:2])
             # only the last layer's heads are needed at inference
             out = self.model.decode_prompts(self.features, anchors, pb, attn_mask=attn_mask, return_aux=False)
-            p = anchors.shape[1]
-            k = self.num_levels
-            tok = torch.as_tensor(list(tokens), device=self.device, dtype=torch.long)
-            masks = out["pred_masks"][0].reshape(p, k, *out["pred_masks"].shape[-2:])[:, tok]
-            scores = out["pred_ious"][0].reshape(p, k)[:, tok]
+            p, k = anchors.shape[1], self.num_levels
+            masks = out["pred_masks"][0].view(p, k, *out["pred_masks"].shape[-2:])
+            scores = out["pred_ious"][0].reshape(p, k)
         return masks, scores
 
     def upscale_masks(self, low_res_logits: Tensor, chunk_pixels: int = 1 << 26) -> Tensor:
@@ -328,20 +347,27 @@ class SemanticSamPredictor:
             out = torch.cat(parts, dim=0) if parts else flat.new_zeros(0, h, w)
         return out.reshape(*lead, h, w)
 
-    def upscale_binary(self, low_res_logits: Tensor) -> Tensor:
+    def upscale_binary(self, low_res_logits: Tensor, transposed: bool = False) -> Tensor:
         """(..., Hp/4, Wp/4) logits -> (..., H, W) bool masks, ``upscale_masks(...) > 0``.
 
         When the image was not resized, only mask boundaries are interpolated
-        (:func:`upsample_binary_x4`); pixels whose logit is within float rounding of 0 may differ."""
+        (:func:`upsample_binary_x4`); pixels whose logit is within float rounding of 0 may differ.
+        ``transposed=True`` returns (..., W, H), each mask transposed (what RLE encoding reads).
+        """
         self._require_image()
         hp, wp = self.padded_size
         if self.original_size != self.input_size or tuple(low_res_logits.shape[-2:]) != (hp // 4, wp // 4):
-            return self.upscale_masks(low_res_logits) > 0
+            masks = self.upscale_masks(low_res_logits) > 0
+            return masks.transpose(-1, -2) if transposed else masks
         lead = low_res_logits.shape[:-2]
         flat = low_res_logits.reshape(-1, *low_res_logits.shape[-2:])
+        h, w = self.original_size
         with torch.inference_mode():
-            out = upsample_binary_x4(flat, self.original_size)
-        return out.reshape(*lead, *self.original_size)
+            if transposed:  # bilinear upsampling is separable: upsampling the transpose transposes the result
+                out = upsample_binary_x4(flat.transpose(-1, -2), (w, h))
+            else:
+                out = upsample_binary_x4(flat, (h, w))
+        return out.reshape(*lead, *out.shape[-2:])
 
     # ------------------------------------------------------------------ reference post-processing
 
@@ -358,8 +384,9 @@ class SemanticSamPredictor:
         """The reference predictor's clean-up of one prompt's masks.
 
         Masks are visited by descending score; one is dropped if its score is below
-        ``score_thresh`` or its mask IoU with an already kept mask exceeds ``dedup_iou_thresh``
-        (the best mask is always kept); then holes and islands smaller than ``hole_area`` /
+        ``score_thresh`` or its mask IoU with an already kept mask exceeds ``dedup_iou_thresh``;
+        the best mask is always kept (when every score is below the threshold the reference keeps
+        the *lowest*-scored one instead). Then holes and islands smaller than ``hole_area`` /
         ``island_area`` pixels are removed.
 
         Arguments:

@@ -26,7 +26,11 @@ def levels_to_tokens(levels: Iterable[int], num_tokens: int) -> list[int]:
         raise ValueError(f"levels is empty; give at least one of 1..{num_tokens}")
     tokens = []
     for lv in levels:
-        if isinstance(lv, bool) or int(lv) != lv or not 1 <= int(lv) <= num_tokens:
+        try:
+            ok = not isinstance(lv, (bool, str)) and int(lv) == lv and 1 <= int(lv) <= num_tokens
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ValueError(f"level {lv!r} is out of range: this model has levels 1..{num_tokens}")
         lv = int(lv)
         tokens.append(LEVEL_TO_TOKEN_6[lv] if num_tokens == 6 else lv - 1)

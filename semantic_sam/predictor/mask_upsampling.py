@@ -94,8 +94,9 @@ def _dilate3x3(x: Tensor, use_or: bool) -> Tensor:
     return c
 
 
-def _interpolate_threshold(logits: Tensor, padded_size: tuple, out_size: tuple, chunk: int = 16) -> Tensor:
-    """Bilinear upsampling, crop and threshold, a few masks at a time (bounded float memory)."""
+def _interpolate_threshold(logits: Tensor, padded_size: tuple, out_size: tuple, chunk_pixels: int = 1 << 25) -> Tensor:
+    """Bilinear upsampling, crop and threshold, about ``chunk_pixels`` float outputs at a time."""
+    chunk = max(1, chunk_pixels // (padded_size[0] * padded_size[1]))
     out = torch.empty(logits.shape[0], *out_size, dtype=torch.bool, device=logits.device)
     for i in range(0, logits.shape[0], chunk):
         up = F.interpolate(logits[None, i : i + chunk], size=padded_size, mode="bilinear", align_corners=False)[0]

@@ -1,4 +1,4 @@
-"""A geometric stand-in for the model (same interface as ``SemanticSAM``), and the tiny real model.
+"""A geometric stand-in for the model with the same interface as ``SemanticSAM``.
 
 ``DiskModel`` answers a prompt with K disks centred on the prompt's anchor: token k has radius
 ``RADII[k]`` low-resolution pixels, logit slope ``SLOPES[k]`` per low-resolution pixel (so the

@@ -119,3 +119,37 @@ def test_mask_data_filter_cat():
     with pytest.raises(ValueError):
         list(batch_iterator(0, [1, 2]))
     assert [b[0] for b in batch_iterator(2, [1, 2, 3])] == [[1, 2], [3]]
+
+
+@pytest.mark.parametrize("mode", ["holes", "islands"])
+def test_remove_small_regions_box_path_equals_whole_image(mode):
+    """The bounding-box shortcut gives exactly the whole-image result (blobs near edges, thin strips)."""
+    from scipy import ndimage
+
+    from semantic_sam.predictor.amg_utils import _small_regions_full
+
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        h, w = rng.integers(8, 40, 2)
+        noise = ndimage.gaussian_filter(rng.random((h, w)), sigma=rng.uniform(0.7, 2.0))
+        mask = noise > np.quantile(noise, rng.uniform(0.3, 0.9))
+        if trial % 3 == 0:  # a box touching the image border on some sides
+            mask[: rng.integers(0, 3)] = False
+            mask[:, -1] |= rng.random(h) < 0.5
+        for thresh in (1, 3, 8, 30, 200):
+            got, changed = remove_small_regions(mask, thresh, mode)
+            want, want_changed = _small_regions_full(mask, thresh, mode)
+            np.testing.assert_array_equal(got, want, err_msg=f"trial {trial} thresh {thresh}")
+            assert changed == want_changed
+
+
+def test_masks_to_coco_rle_transposed_and_boxes():
+    from semantic_sam.predictor.amg_utils import boxes_from_rles
+
+    g = np.random.default_rng(3)
+    masks = g.random((3, 9, 14)) > 0.7
+    masks[1] = False
+    a = masks_to_coco_rle(masks)
+    b = masks_to_coco_rle(np.ascontiguousarray(masks.transpose(0, 2, 1)), transposed=True)
+    assert a == b
+    np.testing.assert_array_equal(boxes_from_rles(a).numpy(), batched_mask_to_box(torch.from_numpy(masks)).numpy())

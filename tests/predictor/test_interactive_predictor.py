@@ -29,7 +29,7 @@ def _centroid(mask):
 def test_level_to_token_mapping():
     assert levels_to_tokens([1, 2, 3, 4, 5, 6], 6) == [3, 2, 0, 4, 1, 5]
     assert levels_to_tokens([3, 1], 3) == [2, 0]
-    for bad in ([], [0], [7], [1, 1], [2.5]):
+    for bad in ([], [0], [7], [1, 1], [2.5], ["x"], [None]):
         with pytest.raises(ValueError):
             levels_to_tokens(bad, 6)
 
