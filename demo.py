@@ -37,6 +37,10 @@ class UsageError(Exception):
     """A problem with the user's input; reported without a traceback, exit status 2."""
 
 
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+BUILTIN_CONFIG = os.path.join(_ROOT, "configs", "semantic_sam_builtin.yaml")
+BUILTIN_CKPT = os.path.join(_ROOT, "models", "builtin", "semantic_sam_builtin.pth")
+
 # --------------------------------------------------------------------------------------- arguments
 
 
@@ -47,10 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n", 2)[2],
     )
     model = p.add_argument_group("model")
-    model.add_argument("--config", required=True, help="model config YAML (e.g. configs/semantic_sam_only_sa-1b_swinT.yaml)")
-    model.add_argument("--ckpt", required=True, help="checkpoint: a released .pth or one of this project's")
+    model.add_argument(
+        "--config", help=f"model config YAML (e.g. configs/semantic_sam_only_sa-1b_swinT.yaml); default: {BUILTIN_CONFIG}"
+    )
+    model.add_argument(
+        "--ckpt", help=f"checkpoint: a released .pth or one of this project's; default: {BUILTIN_CKPT}"
+    )
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: cuda if available)")
-    model.add_argument("--short-side", type=int, default=640, help="resize the image's short side to this before encoding (reference: 640)")
+    model.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        help="resize the image's short side to this before encoding (default: 640 as the reference; "
+        "the built-in model's own test size for the built-in model)",
+    )
     model.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
 
     web = p.add_argument_group("web app")
@@ -99,6 +113,12 @@ def load_model(args: argparse.Namespace):
     from semantic_sam.config import ConfigError, load_config
 
     overrides = [o for o in (args.opts or []) if o != "--"]
+    if (args.config is None) != (args.ckpt is None):
+        raise UsageError("give both --config and --ckpt, or neither (the built-in model)")
+    builtin = args.config is None
+    if builtin:
+        args.config, args.ckpt = BUILTIN_CONFIG, BUILTIN_CKPT
+        print(f"using the built-in model ({BUILTIN_CKPT}); pass --config and --ckpt for released weights")
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
@@ -116,6 +136,8 @@ def load_model(args: argparse.Namespace):
         load_checkpoint(model, args.ckpt)
     except (FileNotFoundError, CheckpointError) as e:
         raise UsageError(f"checkpoint: {e}") from None
+    if args.short_side is None:
+        args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if builtin else 640
     return model.eval()
 
 
