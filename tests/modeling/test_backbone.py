@@ -371,3 +371,12 @@ def test_corrupt_file_names_the_path(tmp_path):
     cfg = _tiny_cfg("MODEL.BACKBONE.LOAD_PRETRAINED=True", f"MODEL.BACKBONE.PRETRAINED={bad}")
     with pytest.raises(RuntimeError, match="broken.pth"):
         build_swin_backbone(cfg)
+
+
+def test_foreign_checkpoint_warns(tmp_path, caplog):
+    path = tmp_path / "semantic_sam.pth"
+    torch.save({"model.backbone.patch_embed.proj.weight": torch.zeros(16, 3, 4, 4)}, path)
+    cfg = _tiny_cfg("MODEL.BACKBONE.LOAD_PRETRAINED=True", f"MODEL.BACKBONE.PRETRAINED={path}")
+    with caplog.at_level(logging.INFO):
+        build_swin_backbone(cfg)
+    assert "holds no tensor of this Swin" in caplog.text
