@@ -136,8 +136,11 @@ def load_model(args: argparse.Namespace):
         load_checkpoint(model, args.ckpt)
     except (FileNotFoundError, CheckpointError) as e:
         raise UsageError(f"checkpoint: {e}") from None
+    args.max_size = None
     if args.short_side is None:
         args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if builtin else 640
+    if builtin:  # the scale it was trained at: long side at most MAX_SIZE_TEST
+        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST
     return model.eval()
 
 
@@ -211,14 +214,14 @@ def run_headless(args: argparse.Namespace, model) -> dict:
             gen = SemanticSamAutomaticMaskGenerator(
                 model, points_per_side=args.points_per_side, level=args.level, output_mode="coco_rle",
                 pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
-                short_side=args.short_side,
+                short_side=args.short_side, max_size=args.max_size,
             )
             records = gen.generate(image)
             masks = [_decode(r["segmentation"]) for r in records]
             Image.fromarray(render_auto_masks(image, masks)).save(os.path.join(args.output, "auto.png"))
             out.update(mode="auto", levels=list(args.level), masks=records)
         else:
-            predictor = SemanticSamPredictor(model, short_side=args.short_side)
+            predictor = SemanticSamPredictor(model, short_side=args.short_side, max_size=args.max_size)
             predictor.set_image(image)
             clicks = [tuple(p) for p in (args.point or [])]
             boxes = [tuple(b) for b in (args.box or [])]
@@ -265,14 +268,14 @@ class _EncodedImage:
             self.key = key
 
 
-def build_app(model, short_side: int | None = 640, examples: Sequence[str] | None = None):
+def build_app(model, short_side: int | None = 640, max_size: int | None = None, examples: Sequence[str] | None = None):
     """The gradio Blocks app: an interactive tab and an automatic-generation tab."""
     import gradio as gr
 
     from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, SemanticSamPredictor, to_rgb_uint8
     from utils.visualizer import draw_box, draw_click, render_auto_masks
 
-    encoded = _EncodedImage(SemanticSamPredictor(model, short_side=short_side))
+    encoded = _EncodedImage(SemanticSamPredictor(model, short_side=short_side, max_size=max_size))
     if examples is None:
         examples = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.jpg")) + glob.glob(os.path.join(EXAMPLES_DIR, "*.png")))
 
@@ -328,7 +331,7 @@ def build_app(model, short_side: int | None = 640, examples: Sequence[str] | Non
         image = to_rgb_uint8(image)
         level = LEVEL_CHOICES if level_choice == "All levels" else [int(level_choice.split()[-1])]
         gen = SemanticSamAutomaticMaskGenerator(
-            model, points_per_side=int(points_per_side), level=level, short_side=short_side
+            model, points_per_side=int(points_per_side), level=level, short_side=short_side, max_size=max_size
         )
         records = gen.generate(image)
         overlay = render_auto_masks(image, [r["segmentation"] for r in records])
@@ -393,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n = len(out["masks"]) if out["mode"] == "auto" else sum(len(p["masks"]) for p in out["prompts"])
             print(f"wrote {n} mask(s) to {os.path.join(args.output, 'masks.json')}")
             return 0
-        app = build_app(model, short_side=args.short_side)
+        app = build_app(model, short_side=args.short_side, max_size=args.max_size)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,31 @@
+import torch
+
+from semantic_sam import build_model
+from semantic_sam.checkpoint import load_checkpoint
+from semantic_sam.config import load_config
+from tools.train_builtin import export_release_checkpoint
+
+
+def test_export_writes_a_half_precision_release_checkpoint_that_loads_strictly(tmp_path):
+    torch.manual_seed(0)
+    cfg = load_config("configs/semantic_sam_tiny_cpu.yaml")
+    trained = build_model(cfg)
+    src = tmp_path / "model_final.pth"
+    torch.save({"model": trained.state_dict(), "iteration": 19}, src)  # detectron2's layout
+    dst = export_release_checkpoint(str(src), str(tmp_path / "release.pth"))
+
+    raw = torch.load(dst, weights_only=True)
+    assert all(k.startswith("model.") for k in raw)
+    assert {v.dtype for v in raw.values() if v.is_floating_point()} == {torch.float16}
+    # shared (aliased) tensors are stored once
+    ptrs = {v.untyped_storage().data_ptr() for v in raw.values()}
+    assert len(ptrs) < len(raw)
+
+    fresh = build_model(cfg)
+    report = load_checkpoint(fresh, dst, strict=True)
+    assert report.ok
+    for (k, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0, msg=k)
+        else:
+            assert torch.equal(a, b), k

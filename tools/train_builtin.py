@@ -1,0 +1,104 @@
+"""Reproduce the built-in model with one command: data, training, release checkpoint, evaluation.
+
+    python tools/train_builtin.py                       # everything, on the CPU
+    python tools/train_builtin.py --skip-data --skip-train   # only export + evaluate
+
+Steps (each one a plain command you can also run by hand; they are printed):
+
+1. ``tools/make_builtin_data.py --output DATA`` (synthetic scenes; train TSV shards, val SA-1B +
+   COCO panoptic).
+2. ``train_net.py --config-file configs/semantic_sam_builtin.yaml OUTPUT_DIR=OUT`` with the
+   environment pointing at DATA (:func:`tools.make_builtin_data.builtin_env`).
+3. Export ``OUT/model_final.pth`` to the release format (``model.``-prefixed flat state dict,
+   float16 to halve the file) at ``--checkpoint`` (default models/builtin/semantic_sam_builtin.pth).
+4. ``train_net.py --eval_only ... MODEL.WEIGHTS=<checkpoint>``: multi-granularity 1-IoU on the
+   SA-1B-format val split and 1-IoU Max/Oracle on its COCO-panoptic copy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tools.make_builtin_data import builtin_env  # noqa: E402
+
+CONFIG = os.path.join("configs", "semantic_sam_builtin.yaml")
+CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin.pth")
+
+__all__ = ["export_release_checkpoint", "main"]
+
+
+def export_release_checkpoint(src: str, dst: str, half: bool = True) -> str:
+    """Write ``src`` (a detectron2 training checkpoint) as a released-format file at ``dst``.
+
+    Float tensors are stored as float16 when ``half`` (loading casts them back to the
+    model's float32). Optimizer and scheduler state are dropped.
+    """
+    from semantic_sam.checkpoint import RELEASE_PREFIX, read_state_dict
+
+    state, _ = read_state_dict(src)
+    out, converted = {}, {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            # aliases of one shared tensor stay one tensor in the file
+            key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride())
+            v = converted.setdefault(key, v.half())
+        out[RELEASE_PREFIX + k] = v
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save(out, dst)
+    return dst
+
+
+def _run(cmd: Sequence[str], env: dict[str, str]) -> float:
+    shown = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("SAM_", "DETECTRON2")))
+    print(f"\n$ {shown} {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    start = time.time()
+    # One intra-op thread: on a busy machine two OpenMP threads that spin-wait for each other
+    # made training ~10x slower (set OMP_NUM_THREADS yourself to override).
+    full_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, **env}
+    subprocess.run(cmd, env=full_env, cwd=ROOT, check=True)
+    return time.time() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.path.join("datasets", "builtin"), help="data root (step 1 output)")
+    p.add_argument("--output-dir", default=os.path.join("output", "builtin"), help="training OUTPUT_DIR")
+    p.add_argument("--checkpoint", default=CHECKPOINT, help="where the release checkpoint goes")
+    p.add_argument("--skip-data", action="store_true", help="reuse the data in --data")
+    p.add_argument("--skip-train", action="store_true", help="reuse OUTPUT_DIR/model_final.pth")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides for training")
+    args = p.parse_args(argv)
+
+    py = sys.executable
+    env = builtin_env(args.data)
+    times = {}
+    if not args.skip_data:
+        times["data"] = _run([py, "tools/make_builtin_data.py", "--output", args.data, "--no-progress"], {})
+    if not args.skip_train:
+        cmd = [py, "train_net.py", "--config-file", CONFIG, f"OUTPUT_DIR={args.output_dir}", *args.opts]
+        times["train"] = _run(cmd, env)
+    export_release_checkpoint(os.path.join(args.output_dir, "model_final.pth"), args.checkpoint)
+    print(f"\nwrote {args.checkpoint} ({os.path.getsize(args.checkpoint) / 2**20:.1f} MiB)")
+    cmd = [
+        py, "train_net.py", "--eval_only", "--config-file", CONFIG,
+        f"OUTPUT_DIR={os.path.join(args.output_dir, 'eval')}", f"MODEL.WEIGHTS={args.checkpoint}",
+    ]
+    times["eval"] = _run(cmd, env)
+    print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
