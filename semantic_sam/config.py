@@ -204,7 +204,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
 def _apply_override(cfg: CfgNode, key: str, value: Any) -> None:
     parts = key.split(".")
     node = cfg
-    for i, p in enumerate(parts[:-1]):
+    for p in parts[:-1]:
         if not isinstance(node, CfgNode) or p not in node:
             raise _unknown_key_error(key, cfg, "command-line override")
         node = node[p]
@@ -214,7 +214,7 @@ def _apply_override(cfg: CfgNode, key: str, value: Any) -> None:
     if not isinstance(node, CfgNode):
         raise _unknown_key_error(key, cfg, "command-line override")
     # Reuse the merge so the same checks and messages apply.
-    _merge(cfg, {parts[0]: nested} if len(parts) > 1 else {key: value}, "", cfg, f"command-line override {key}")
+    _merge(cfg, {parts[0]: nested}, "", cfg, f"command-line override {key}")
 
 
 def load_config(path: str | None, overrides: Sequence[str] = (), freeze: bool = True) -> CfgNode:

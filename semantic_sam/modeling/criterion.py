@@ -256,6 +256,19 @@ class SemanticSamCriterion:
             "loss_giou": box_zero,
         }
 
+    @staticmethod
+    def _normalized_losses(
+        bce: Tensor, dice: Tensor, iou_err: Tensor, l1: Tensor, giou: Tensor, num_masks: float
+    ) -> Dict[str, Tensor]:
+        """Per-pair terms (P,) -> the loss dict: each summed over pairs and divided by ``num_masks``."""
+        return {
+            "loss_mask_bce": bce.sum() / num_masks,
+            "loss_mask_dice": dice.sum() / num_masks,
+            "iou_score_loss": iou_err.sum() / num_masks,
+            "loss_bbox": l1.sum() / num_masks,
+            "loss_giou": giou.sum() / num_masks,
+        }
+
     # ------------------------------------------------------------------ many-to-many
     def _many_to_many_losses(
         self,
@@ -290,13 +303,7 @@ class SemanticSamCriterion:
             details.update(
                 iou_pred=pred_ious, iou_sq_err=iou_err, box_pred=pred_boxes, box_target=gt_boxes, l1=l1, giou_loss=giou
             )
-        return {
-            "loss_mask_bce": bce.sum() / num_masks,
-            "loss_mask_dice": dice.sum() / num_masks,
-            "iou_score_loss": iou_err.sum() / num_masks,
-            "loss_bbox": l1.sum() / num_masks,
-            "loss_giou": giou.sum() / num_masks,
-        }
+        return self._normalized_losses(bce, dice, iou_err, l1, giou, num_masks)
 
     # ------------------------------------------------------------------ many-to-one
     def _many_to_one_losses(
@@ -343,13 +350,7 @@ class SemanticSamCriterion:
         giou = pick(giou_loss(pred_boxes, gt_boxes))
         if details is not None:
             details.update(best_token=best, iou_pred=pred_ious, iou_sq_err=iou_err, l1=l1, giou_loss=giou)
-        return {
-            "loss_mask_bce": bce_best.sum() / num_masks,
-            "loss_mask_dice": dice_best.sum() / num_masks,
-            "iou_score_loss": iou_err.sum() / num_masks,
-            "loss_bbox": l1.sum() / num_masks,
-            "loss_giou": giou.sum() / num_masks,
-        }
+        return self._normalized_losses(bce_best, dice_best, iou_err, l1, giou, num_masks)
 
     def __repr__(self) -> str:
         mode = "many_to_one" if self.many_to_one else "many_to_many"
