@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...ops import MSDeformAttn, ms_deform_attn
+from ...ops import MSDeformAttn
 
 __all__ = ["MLP", "inverse_sigmoid", "anchor_sine_embedding", "DeformableDecoderLayer", "DeformableTransformerDecoder"]
 
@@ -144,31 +144,7 @@ class DeformableDecoderLayer(nn.Module):
     def project_memory(self, memory: Tensor, memory_padding_mask: Optional[Tensor] = None) -> Tensor:
         """The cross-attention's value projection of the memory: (B, S, C) -> (B, S, C)."""
         with torch.autocast(device_type=memory.device.type, enabled=False):
-            value = self.cross_attn.value_proj(memory.float())
-            if memory_padding_mask is not None:
-                value = value.masked_fill(memory_padding_mask[..., None], 0.0)
-            return value
-
-    def _cross_attention(
-        self, query: Tensor, reference_boxes: Tensor, value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
-    ) -> Tensor:
-        """``self.cross_attn`` on an already projected ``value`` (the same arithmetic as ``MSDeformAttn``)."""
-        attn = self.cross_attn
-        b, q, _ = query.shape
-        nh, nl, npts = attn.n_heads, attn.n_levels, attn.n_points
-        offsets = attn.sampling_offsets(query).view(b, q, nh, nl, npts, 2)
-        weights = F.softmax(attn.attention_weights(query).view(b, q, nh, nl * npts), -1).view(b, q, nh, nl, npts)
-        ref = reference_boxes[:, :, None, :, None, :]
-        locations = ref[..., :2] + offsets / npts * ref[..., 2:] * 0.5
-        out = ms_deform_attn(
-            value.view(b, value.shape[1], nh, attn.d_model // nh),
-            spatial_shapes,
-            level_start_index,
-            locations,
-            weights,
-            attn.im2col_step,
-        )
-        return attn.output_proj(out)
+            return self.cross_attn.project_value(memory.float(), memory_padding_mask)
 
     def _forward(
         self,
@@ -191,7 +167,7 @@ class DeformableDecoderLayer(nn.Module):
                 tgt + query_pos, reference_boxes, memory, spatial_shapes, level_start_index, memory_padding_mask
             )
         else:
-            tgt2 = self._cross_attention(tgt + query_pos, reference_boxes, value, spatial_shapes, level_start_index)
+            tgt2 = self.cross_attn.attend(tgt + query_pos, reference_boxes, value, spatial_shapes, level_start_index)
         tgt = self.norm1(tgt + self.dropout1(tgt2))
 
         tgt2 = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
