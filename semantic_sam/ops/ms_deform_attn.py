@@ -411,8 +411,9 @@ class MSDeformAttn(nn.Module):
         s = value.shape[1]
         nh, nl, np_ = self.n_heads, self.n_levels, self.n_points
         value = value.view(b, s, nh, self.d_model // nh)
-        offsets = self.sampling_offsets(query).view(b, q, nh, nl, np_, 2)
-        weights = self.attention_weights(query).view(b, q, nh, nl * np_)
+        # locations and weights in float32 even when the products run under autocast
+        offsets = self.sampling_offsets(query).float().view(b, q, nh, nl, np_, 2)
+        weights = self.attention_weights(query).float().view(b, q, nh, nl * np_)
         weights = F.softmax(weights, -1).view(b, q, nh, nl, np_)
 
         if reference_points.shape[-1] == 2:

@@ -11,15 +11,30 @@ What autocast changes in this model (as in the reference, whose pixel decoder an
 ``autocast(enabled=False)``): the Swin backbone's linear layers and matmuls, and the prediction heads
 outside the decoder layers (mask embedding, box and IoU heads, the mask dot product) run in the
 autocast dtype; the deformable pixel decoder and the decoder layers cast their inputs to float32 and
-run in float32 whatever the context. Measured deviations and speed-ups are in docs/PERFORMANCE.md.
+run in float32 whatever the context, unless ``pixel_decoder=True`` also lets the pixel decoder's
+convolutions and linear layers run in the autocast dtype (its sampling locations, softmax, norms and
+the deformable-attention kernel stay float32; its outputs are returned as float32). Measured
+deviations and speed-ups are in docs/PERFORMANCE.md.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+import contextlib
+import contextvars
+from typing import Iterator, Optional, Union
 
 import torch
 
-__all__ = ["inference_autocast", "parse_dtype", "native_bf16_available", "describe"]
+__all__ = [
+    "inference_autocast",
+    "parse_dtype",
+    "native_bf16_available",
+    "describe",
+    "pixel_decoder_autocast_allowed",
+]
+
+_PIXEL_DECODER_AUTOCAST: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "semantic_sam_pixel_decoder_autocast", default=False
+)
 
 _DTYPE_NAMES = {
     "fp32": torch.float32,
@@ -53,11 +68,13 @@ def native_bf16_available() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+@contextlib.contextmanager
 def inference_autocast(
     device: Union[str, torch.device] = "cpu",
     dtype: Union[str, torch.dtype, None] = torch.bfloat16,
     enabled: bool = True,
-) -> torch.autocast:
+    pixel_decoder: bool = False,
+) -> Iterator[None]:
     """A ``torch.autocast`` context for inference on ``device`` in ``dtype``.
 
     Args:
@@ -65,14 +82,26 @@ def inference_autocast(
         dtype: bfloat16 (default) or float16, as a dtype or a name ("bf16", "fp16"); float32 or None
             gives a disabled context (plain float32), so callers can pass a user setting through.
         enabled: False gives a disabled context too.
+        pixel_decoder: also run the pixel decoder's matrix products in ``dtype`` (the reference keeps
+            it in float32; off by default). About halves its time on CPUs with AMX, at a deviation
+            documented in docs/PERFORMANCE.md.
 
-    Returns:
-        The context manager (use it in a ``with`` statement, inside ``torch.inference_mode()``).
+    Use it in a ``with`` statement, inside ``torch.inference_mode()``.
     """
     device_type = torch.device(device).type
     dt = parse_dtype(dtype)
     on = bool(enabled) and dt != torch.float32
-    return torch.autocast(device_type=device_type, dtype=dt if on else torch.bfloat16, enabled=on)
+    token = _PIXEL_DECODER_AUTOCAST.set(on and bool(pixel_decoder))
+    try:
+        with torch.autocast(device_type=device_type, dtype=dt if on else torch.bfloat16, enabled=on):
+            yield
+    finally:
+        _PIXEL_DECODER_AUTOCAST.reset(token)
+
+
+def pixel_decoder_autocast_allowed(device_type: str) -> bool:
+    """True inside ``inference_autocast(..., pixel_decoder=True)`` with autocast on for ``device_type``."""
+    return _PIXEL_DECODER_AUTOCAST.get() and torch.is_autocast_enabled(device_type)
 
 
 def describe(dtype: Optional[Union[str, torch.dtype]]) -> str:

@@ -57,12 +57,12 @@ def parity_model():
     torch.set_num_threads(threads)
 
 
-def _bf16_deviation(model, golden, dtype):
+def _bf16_deviation(model, golden, dtype, pixel_decoder=False):
     """Max |logit| and |IoU| differences from the golden float32 outputs, and the fraction of flipped mask
     pixels (only where the golden logit is clear of 0 by 1e-4), for the demo and the eval paths."""
     image, clicks = golden["input.image"], golden["eval_direct.clicks_xy"].float()
     out = {}
-    with torch.inference_mode(), inference_autocast("cpu", dtype):
+    with torch.inference_mode(), inference_autocast("cpu", dtype, pixel_decoder=pixel_decoder):
         demo = model.inference([{"image": image, "points": clicks}], levels=list(range(6)), attn_mask="none",
                                point_convention="demo")[0]
         ev = model.inference([{"image": image, "points": clicks}], attn_mask="block", point_convention="eval")[0]
@@ -90,10 +90,11 @@ def test_float32_default_is_unchanged(parity_model):
         assert d["logit"] < 1e-4 and d["iou"] < 1e-4 and d["flip"] == 0 and d["max_index_equal"], (name, d)
 
 
-def test_bf16_within_documented_tolerance(parity_model):
+@pytest.mark.parametrize("pixel_decoder", [False, True], ids=["backbone+heads", "with_pixel_decoder"])
+def test_bf16_within_documented_tolerance(parity_model, pixel_decoder):
     model, golden = parity_model
-    dev = _bf16_deviation(model, golden, "bf16")
-    print("bf16 vs float32 golden:", dev)
+    dev = _bf16_deviation(model, golden, "bf16", pixel_decoder)
+    print(f"bf16 (pixel_decoder={pixel_decoder}) vs float32 golden:", dev)
     for name, d in dev.items():
         assert d["logit"] < BF16_LOGIT_ATOL, (name, d)
         assert d["iou"] < BF16_IOU_ATOL, (name, d)
@@ -119,3 +120,32 @@ def test_predictor_and_generator_run_under_bf16(parity_model):
     with inference_autocast("cpu", "bf16"):
         records = generator.generate(image)
     assert records and all(r["segmentation"].shape == (200, 300) for r in records)
+
+
+def test_pixel_decoder_runs_in_bf16_only_when_asked(parity_model):
+    from semantic_sam.utils.precision import pixel_decoder_autocast_allowed
+
+    model, golden = parity_model
+    image = golden["input.image"].float()[None]
+    seen = []
+    hook = model.sem_seg_head.pixel_decoder.mask_features.register_forward_hook(
+        lambda mod, inp, out: seen.append(out.dtype)
+    )
+    try:
+        with torch.inference_mode():
+            features = {}
+            for pixel_decoder in (False, True):
+                with inference_autocast("cpu", "bf16", pixel_decoder=pixel_decoder):
+                    assert pixel_decoder_autocast_allowed("cpu") is pixel_decoder
+                    features[pixel_decoder] = model.encode_image(model.preprocess_image([image[0]]))
+            with inference_autocast("cpu", None, pixel_decoder=True):  # float32: nothing to allow
+                assert not pixel_decoder_autocast_allowed("cpu")
+        assert not pixel_decoder_autocast_allowed("cpu")  # reset on exit
+    finally:
+        hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    # outputs come back in float32 either way, and differ only by bf16 rounding
+    for key in ("mask_features",):
+        a, b = features[False][key], features[True][key]
+        assert a.dtype == b.dtype == torch.float32
+        assert 0 < (a - b).abs().max().item() < 0.1 * a.abs().max().item()

@@ -24,6 +24,7 @@ from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
 from ..registry import BACKBONE, register
+from ..row_chunks import rowwise_in_chunks
 
 __all__ = [
     "SwinTransformer",
@@ -238,7 +239,9 @@ class SwinTransformerBlock(nn.Module):
             windows = windows.index_fill(1, layout.pad_slots, 0.0)
         windows = self.attn(windows.view(-1, self.window_size**2, c), layout.mask)
         x = x + self.drop_path(windows.view(b, -1, c).index_select(1, layout.scatter))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.training:
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        return rowwise_in_chunks(lambda t: t + self.mlp(self.norm2(t)), x, self.mlp.fc1.out_features)
 
 
 class PatchMerging(nn.Module):

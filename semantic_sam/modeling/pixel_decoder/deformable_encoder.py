@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from semantic_sam.ops import MSDeformAttn
 
+from ..row_chunks import rowwise_in_chunks
+
 __all__ = [
     "DeformableEncoderLayer",
     "DeformableEncoder",
@@ -67,9 +69,16 @@ class DeformableEncoderLayer(nn.Module):
         attn = self.self_attn(
             src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
         )
-        src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
-        return self.norm2(src + self.dropout3(ffn))
+        if self.training:
+            src = self.norm1(src + self.dropout1(attn))
+            ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
+            return self.norm2(src + self.dropout3(ffn))
+        return rowwise_in_chunks(self._add_norm_ffn, attn.float().add_(src), self.linear1.out_features)
+
+    def _add_norm_ffn(self, x: Tensor) -> Tensor:
+        """Eval-mode tail of the layer on (M, d) rows of src + attention."""
+        x = self.norm1(x)
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x), inplace=True)))
 
 
 def encoder_reference_points(

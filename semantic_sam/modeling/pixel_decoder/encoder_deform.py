@@ -21,6 +21,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import Tensor, nn
 
+from ...utils.precision import pixel_decoder_autocast_allowed
 from ..position_encoding import PositionEmbeddingSine
 from ..registry import PIXEL_DECODER, register
 from .deformable_encoder import DeformableEncoderOnly
@@ -208,13 +209,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 f"pixel decoder needs backbone features {missing}; got {sorted(features)}"
             )
         device_type = features[self.transformer_in_features[0]].device.type
+        if pixel_decoder_autocast_allowed(device_type):
+            # opt-in reduced precision: products in the autocast dtype, outputs back to float32
+            mask_features, enc, multi_scale = self._forward(features)
+            return mask_features.float(), enc.float(), [f.float() for f in multi_scale]
         # Deformable attention runs in float32 (the reference disables autocast here).
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_float32({k: v.float() for k, v in features.items()})
+            return self._forward({k: v.float() for k, v in features.items()})
 
     forward = forward_features
 
-    def _forward_float32(
+    def _forward(
         self, features: Mapping[str, Tensor]
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         srcs, pos = [], []

@@ -21,6 +21,14 @@
 #include <cmath>
 #include <vector>
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SSAM_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define SSAM_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SSAM_CLONES
+#define SSAM_ALWAYS_INLINE
+#endif
+
 namespace {
 
 // Bilinear corners of one sampling point: offsets (in elements, from the sample's (b, head) slice of
@@ -71,13 +79,14 @@ inline bool compute_corners(
   return true;
 }
 
+// (b, q) rows [begin, end) of the forward pass.
 template <typename scalar_t>
-void forward_kernel(
+inline SSAM_ALWAYS_INLINE void forward_range(
     const scalar_t* value, const int64_t* shapes, const int64_t* starts, const scalar_t* loc,
-    const scalar_t* attn, scalar_t* out, int64_t B, int64_t S, int64_t nH, int64_t D, int64_t Q,
-    int64_t L, int64_t P) {
+    const scalar_t* attn, scalar_t* out, int64_t S, int64_t nH, int64_t D, int64_t Q,
+    int64_t L, int64_t P, int64_t begin, int64_t end) {
   const int64_t row_stride = nH * D;  // elements between consecutive tokens of value
-  at::parallel_for(0, B * Q, 16, [&](int64_t begin, int64_t end) {
+  {
     std::vector<scalar_t> zeros(D, scalar_t(0));
     std::vector<scalar_t> acc(D);
     for (int64_t bq = begin; bq < end; ++bq) {
@@ -110,6 +119,39 @@ void forward_kernel(
         std::copy(acc.begin(), acc.end(), out + (bq * nH + h) * D);
       }
     }
+  }
+}
+
+// One clone per ISA, picked when the library loads, so the channel loops use the widest vectors
+// the CPU has whatever flags the extension was compiled with.
+#define SSAM_FORWARD_RANGE(scalar_t)                                                                   \
+  SSAM_CLONES void forward_range_##scalar_t(                                                         \
+      const scalar_t* value, const int64_t* shapes, const int64_t* starts, const scalar_t* loc,        \
+      const scalar_t* attn, scalar_t* out, int64_t S, int64_t nH, int64_t D, int64_t Q, int64_t L,     \
+      int64_t P, int64_t begin, int64_t end) {                                                         \
+    forward_range<scalar_t>(value, shapes, starts, loc, attn, out, S, nH, D, Q, L, P, begin, end);     \
+  }
+SSAM_FORWARD_RANGE(float)
+SSAM_FORWARD_RANGE(double)
+
+inline void forward_range_any(const float* value, const int64_t* shapes, const int64_t* starts, const float* loc,
+                              const float* attn, float* out, int64_t S, int64_t nH, int64_t D, int64_t Q, int64_t L,
+                              int64_t P, int64_t begin, int64_t end) {
+  forward_range_float(value, shapes, starts, loc, attn, out, S, nH, D, Q, L, P, begin, end);
+}
+inline void forward_range_any(const double* value, const int64_t* shapes, const int64_t* starts, const double* loc,
+                              const double* attn, double* out, int64_t S, int64_t nH, int64_t D, int64_t Q, int64_t L,
+                              int64_t P, int64_t begin, int64_t end) {
+  forward_range_double(value, shapes, starts, loc, attn, out, S, nH, D, Q, L, P, begin, end);
+}
+
+template <typename scalar_t>
+void forward_kernel(
+    const scalar_t* value, const int64_t* shapes, const int64_t* starts, const scalar_t* loc,
+    const scalar_t* attn, scalar_t* out, int64_t B, int64_t S, int64_t nH, int64_t D, int64_t Q,
+    int64_t L, int64_t P) {
+  at::parallel_for(0, B * Q, 16, [&](int64_t begin, int64_t end) {
+    forward_range_any(value, shapes, starts, loc, attn, out, S, nH, D, Q, L, P, begin, end);
   });
 }
 
