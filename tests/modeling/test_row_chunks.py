@@ -55,16 +55,17 @@ def test_no_blocks_when_recording_gradients(tiny_blocks):
 
 
 def test_swin_and_pixel_decoder_layers_blocked_equal_training_path(tiny_blocks):
-    """The eval-mode blocked tails of the Swin block and the deformable encoder layer compute what the
-    training-mode code computes (dropout and drop path 0)."""
+    """The eval-mode blocked window attention and MLP of Swin blocks (shifted or not, two images) and the
+    blocked tail of the deformable encoder layer compute what the training-mode code computes (dropout
+    and drop path 0)."""
     from semantic_sam.modeling.backbone.swin import SwinTransformerBlock, window_layout
     from semantic_sam.modeling.pixel_decoder.deformable_encoder import DeformableEncoderLayer, encoder_reference_points
 
     torch.manual_seed(0)
-    block = SwinTransformerBlock(dim=32, num_heads=2, window_size=7, shift_size=3)
-    h, w = 20, 23
-    x = torch.randn(1, h * w, 32)
-    layout = window_layout(h, w, 7, 3, x.device)
+    h, w = 20, 23  # 3 x 4 windows of 7 x 7, padded; 3 windows per block here
+    x = torch.randn(2, h * w, 32)
+    blocks = [SwinTransformerBlock(dim=32, num_heads=2, window_size=7, shift_size=s) for s in (0, 3)]
+    layouts = [window_layout(h, w, 7, s, x.device) for s in (0, 3)]
     layer = DeformableEncoderLayer(d_model=32, d_ffn=256, dropout=0.0, n_levels=2, n_heads=2, n_points=2)
     shapes = torch.tensor([[16, 16], [8, 8]])
     starts = torch.tensor([0, 256])
@@ -73,8 +74,8 @@ def test_swin_and_pixel_decoder_layers_blocked_equal_training_path(tiny_blocks):
     with torch.no_grad():
         outs = {}
         for training in (True, False):
-            block.train(training)
-            layer.train(training)
-            outs[training] = (block(x, layout), layer(src, pos, ref, shapes, starts))
+            for module in blocks + [layer]:
+                module.train(training)
+            outs[training] = [b(x, lay) for b, lay in zip(blocks, layouts)] + [layer(src, pos, ref, shapes, starts)]
     for a, b in zip(outs[True], outs[False]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

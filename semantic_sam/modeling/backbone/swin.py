@@ -24,7 +24,7 @@ from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
 from ..registry import BACKBONE, register
-from ..row_chunks import rowwise_in_chunks
+from ..row_chunks import chunk_rows, rowwise_in_chunks
 
 __all__ = [
     "SwinTransformer",
@@ -170,14 +170,31 @@ class WindowAttention(nn.Module):
             (B * nW, N, C).
         """
         bw, n, c = x.shape
-        qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B * nW, nH, N, hd)
         bias = self.relative_position_bias().unsqueeze(0)  # (1, nH, N, N)
         if mask is not None:
-            nw = mask.shape[0]
             bias = bias + mask.unsqueeze(1).to(bias.dtype)  # (nW, nH, N, N)
+        nw = bias.shape[0]
+        if bw % nw:
+            raise ValueError(f"{bw} windows are not a whole number of images of {nw} windows")
+        block = max(1, chunk_rows(3 * c) // n)  # windows per block at inference (see row_chunks)
+        if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or bw <= block:
             if bw != nw:  # a view for one image, a copy for several
                 bias = bias.expand(bw // nw, -1, -1, -1, -1).reshape(bw, *bias.shape[1:])
+            return self._attend(x, bias)
+        out = torch.empty_like(x)
+        group = bw if nw == 1 else nw  # windows sharing one bias, or one image's windows and their masks
+        for img in range(0, bw, group):
+            for start in range(0, group, block):
+                stop = min(start + block, group)
+                view = bias if nw == 1 else bias[start:stop]
+                out[img + start : img + stop] = self._attend(x[img + start : img + stop], view)
+        return out
+
+    def _attend(self, x: Tensor, bias: Tensor) -> Tensor:
+        """Attention of (W, N, C) windows with a (W or 1, nH, N, N) additive bias."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (W, nH, N, hd)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -185,7 +202,7 @@ class WindowAttention(nn.Module):
             attn_mask=bias.to(q.dtype),
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=self.scale,
-        )  # (B * nW, nH, N, hd)
+        )  # (W, nH, N, hd)
         out = out.transpose(1, 2).reshape(bw, n, c)
         return self.proj_drop(self.proj(out))
 
