@@ -423,7 +423,10 @@ class MSDeformAttn(nn.Module):
             normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
             normalizer = normalizer.to(offsets.dtype)[:, None, :].expand(nl, np_, 2).reshape(row)
             ref = reference_points[:, :, None, :, None, :].expand(b, q, 1, nl, np_, 2).reshape(b, q, 1, row)
-            locations = (ref + offsets.view(b, q, nh, row) / normalizer).view(b, q, nh, nl, np_, 2)
+            if torch.is_grad_enabled():
+                locations = (ref + offsets.view(b, q, nh, row) / normalizer).view(b, q, nh, nl, np_, 2)
+            else:  # same arithmetic in place: two fewer (B, Q, nH * L * P * 2) buffers
+                locations = offsets.view(b, q, nh, row).div_(normalizer).add_(ref).view(b, q, nh, nl, np_, 2)
         else:
             # box (cx, cy, w, h): offsets are in units of half the box size divided by n_points
             locations = (

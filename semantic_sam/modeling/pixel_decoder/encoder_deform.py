@@ -243,11 +243,29 @@ class MSDeformAttnPixelDecoder(nn.Module):
         multi_scale_features = outs[: self.total_num_feature_levels]
 
         fpn = outs[0].contiguous()  # bilinear upsampling is ~4x faster on a contiguous map
+        in_place = not torch.is_grad_enabled()  # the maps here are the largest tensors of the model
         for i in reversed(range(self.num_fpn_levels)):
             lateral = getattr(self, f"adapter_{i + 1}")(features[self.fpn_in_features[i]])
             up = F.interpolate(fpn, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-            fpn = getattr(self, f"layer_{i + 1}")(lateral + up)
+            layer = getattr(self, f"layer_{i + 1}")
+            if in_place:
+                lateral.add_(up)
+                del up, fpn
+                fpn = _conv_norm_act_inplace(layer, lateral)
+                del lateral
+            else:
+                fpn = layer(lateral + up)
         return self.mask_features(fpn), outs[0], multi_scale_features
+
+
+def _conv_norm_act_inplace(layer: Conv2d, x: Tensor) -> Tensor:
+    """``layer(x)`` for a detectron2 ``Conv2d`` (conv, norm, activation), a ReLU applied in place."""
+    y = layer._conv_forward(x, layer.weight, layer.bias)
+    if layer.norm is not None:
+        y = layer.norm(y)
+    if layer.activation is F.relu:
+        return y.relu_()
+    return y if layer.activation is None else layer.activation(y)
 
 
 @register(PIXEL_DECODER, "encoder_deform")
