@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 _BUILD_ENV = "SEMANTIC_SAM_BUILD_CPU_KERNEL"
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_CPU_SOURCES = ("vision.cpp", "ms_deform_attn_checks.cpp", "ms_deform_attn_cpu.cpp")
+_CPU_SOURCES = ("vision.cpp", "ms_deform_attn_checks.cpp", "ms_deform_attn_cpu.cpp", "mask_upsample_cpu.cpp")
 _UNSET = object()
 _kernel: object = _UNSET
 
