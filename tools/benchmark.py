@@ -11,7 +11,7 @@ Rows (``--rows``; each has cases, each case a "before" and an "after" variant me
 * ``ms_deform_attn``: one pixel-decoder deformable-attention op at 1024 px: the reference's algorithm
   (grid_sample per level) against each of our implementations.
 * ``encode``: image encoding (backbone, pixel decoder, total) for the SwinT and SwinL configs at
-  1024x1024 and 640x853, random weights; plus "after+bf16" (bfloat16 autocast) for the first size.
+  1024x1024 and 640x853, random weights; plus "after+bf16" (bfloat16 autocast, pixel decoder included).
 * ``decode``: 1 and 64 clicks x all levels on an encoded 640x853 image, masks at image size.
 * ``amg``: automatic mask generation with a 32x32 grid on a 640x853 and a 1024x1024 image (resized to
   640 px short side before encoding, as the demo; masks at image size), default thresholds; and
@@ -220,7 +220,8 @@ def measure(
 
 def variant_context(variant: str) -> contextlib.ExitStack:
     """The settings of a variant: "before" forces the grid_sample deformable attention, "+bf16"
-    enables bfloat16 autocast (``semantic_sam.utils.precision.inference_autocast``)."""
+    enables bfloat16 autocast, pixel decoder included
+    (``semantic_sam.utils.precision.inference_autocast(..., pixel_decoder=True)``)."""
     from semantic_sam.ops import force_pytorch
     from semantic_sam.utils.precision import inference_autocast
 
@@ -228,7 +229,7 @@ def variant_context(variant: str) -> contextlib.ExitStack:
     if variant == BEFORE:
         stack.enter_context(force_pytorch())
     if variant.endswith("+bf16"):
-        stack.enter_context(inference_autocast("cpu", "bf16"))
+        stack.enter_context(inference_autocast("cpu", "bf16", pixel_decoder=True))
     return stack
 
 
@@ -434,8 +435,8 @@ def bench_ms_deform_attn(args, job: Job) -> list[Timing]:
 def _encode_jobs(args) -> list[Job]:
     jobs = []
     for name, config in (("SwinT", args.swint_config), ("SwinL", args.swinl_config)):
-        for i, size in enumerate(args.encode_sizes):
-            variants = [BEFORE, AFTER] + ([AFTER_BF16] if args.bf16 and i == 0 else [])
+        for size in args.encode_sizes:
+            variants = [BEFORE, AFTER] + ([AFTER_BF16] if args.bf16 else [])
             for v in variants:
                 jobs.append(Job("encode", f"{name} {size_label(size)}", v, {"config": config, "size": list(size),
                                                                           "heavy": name == "SwinL"}))
