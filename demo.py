@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize the image's short side to this before encoding (default: 640 as the reference; "
         "the built-in model's own test size for the built-in model)",
     )
+    model.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="fp32 (default, the reference's numerics) or bf16: bfloat16 autocast, ~2x faster image encoding "
+        "on CPUs with AMX (see docs/PERFORMANCE.md)",
+    )
     model.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
 
     web = p.add_argument_group("web app")
@@ -214,14 +221,16 @@ def run_headless(args: argparse.Namespace, model) -> dict:
             gen = SemanticSamAutomaticMaskGenerator(
                 model, points_per_side=args.points_per_side, level=args.level, output_mode="coco_rle",
                 pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
-                short_side=args.short_side, max_size=args.max_size,
+                short_side=args.short_side, max_size=args.max_size, precision=args.precision,
             )
             records = gen.generate(image)
             masks = [_decode(r["segmentation"]) for r in records]
             Image.fromarray(render_auto_masks(image, masks)).save(os.path.join(args.output, "auto.png"))
             out.update(mode="auto", levels=list(args.level), masks=records)
         else:
-            predictor = SemanticSamPredictor(model, short_side=args.short_side, max_size=args.max_size)
+            predictor = SemanticSamPredictor(
+                model, short_side=args.short_side, max_size=args.max_size, precision=args.precision
+            )
             predictor.set_image(image)
             clicks = [tuple(p) for p in (args.point or [])]
             boxes = [tuple(b) for b in (args.box or [])]
@@ -268,14 +277,20 @@ class _EncodedImage:
             self.key = key
 
 
-def build_app(model, short_side: int | None = 640, max_size: int | None = None, examples: Sequence[str] | None = None):
+def build_app(
+    model,
+    short_side: int | None = 640,
+    max_size: int | None = None,
+    examples: Sequence[str] | None = None,
+    precision: str = "fp32",
+):
     """The gradio Blocks app: an interactive tab and an automatic-generation tab."""
     import gradio as gr
 
     from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, SemanticSamPredictor, to_rgb_uint8
     from utils.visualizer import draw_box, draw_click, render_auto_masks
 
-    encoded = _EncodedImage(SemanticSamPredictor(model, short_side=short_side, max_size=max_size))
+    encoded = _EncodedImage(SemanticSamPredictor(model, short_side=short_side, max_size=max_size, precision=precision))
     if examples is None:
         examples = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.jpg")) + glob.glob(os.path.join(EXAMPLES_DIR, "*.png")))
 
@@ -331,7 +346,8 @@ def build_app(model, short_side: int | None = 640, max_size: int | None = None, 
         image = to_rgb_uint8(image)
         level = LEVEL_CHOICES if level_choice == "All levels" else [int(level_choice.split()[-1])]
         gen = SemanticSamAutomaticMaskGenerator(
-            model, points_per_side=int(points_per_side), level=level, short_side=short_side, max_size=max_size
+            model, points_per_side=int(points_per_side), level=level, short_side=short_side, max_size=max_size,
+            precision=precision,
         )
         records = gen.generate(image)
         overlay = render_auto_masks(image, [r["segmentation"] for r in records])
@@ -396,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n = len(out["masks"]) if out["mode"] == "auto" else sum(len(p["masks"]) for p in out["prompts"])
             print(f"wrote {n} mask(s) to {os.path.join(args.output, 'masks.json')}")
             return 0
-        app = build_app(model, short_side=args.short_side, max_size=args.max_size)
+        app = build_app(model, short_side=args.short_side, max_size=args.max_size, precision=args.precision)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -55,6 +55,18 @@ def test_headless_clicks_and_box(tmp_path, image_path):
             assert overlay.shape == (120, 180, 3)
 
 
+def test_headless_bf16_close_to_fp32(tmp_path, image_path):
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert _run(["--image", image_path, "--point", "60", "40", "--no-postprocess", "--precision", precision,
+                     "--output", str(out)]) == 0
+        masks = json.loads((out / "masks.json").read_text())["prompts"][0]["masks"]
+        scores[precision] = {m["level"]: m["score"] for m in masks}
+    assert scores["fp32"].keys() == scores["bf16"].keys()
+    assert max(abs(scores["fp32"][k] - scores["bf16"][k]) for k in scores["fp32"]) < 0.01
+
+
 def test_headless_reference_postprocessing(tmp_path, image_path):
     out = tmp_path / "out"
     assert _run(["--image", image_path, "--point", "60", "40", "--output", str(out)]) == 0

@@ -65,6 +65,8 @@ class SemanticSamAutomaticMaskGenerator:
             reference, instead of on the decoder's 1/4-resolution logits (default, much faster:
             only the masks that pass both filters are upsampled).
         short_side, max_size: the resize applied to every crop before encoding (see the predictor).
+        precision: ``"fp32"`` (default) or ``"bf16"``, see :class:`SemanticSamPredictor` (when ``model``
+            is a predictor, its own setting applies).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class SemanticSamAutomaticMaskGenerator:
         stability_at_full_res: bool = False,
         short_side: int | None = 640,
         max_size: int | None = None,
+        precision: str | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -118,7 +121,7 @@ class SemanticSamAutomaticMaskGenerator:
         if isinstance(model, SemanticSamPredictor):
             self.predictor = model
         else:
-            self.predictor = SemanticSamPredictor(model, short_side=short_side, max_size=max_size)
+            self.predictor = SemanticSamPredictor(model, short_side=short_side, max_size=max_size, precision=precision)
         self.level = list(level)
         self.tokens = levels_to_tokens(self.level, self.predictor.num_levels)
         self.points_per_batch = points_per_batch

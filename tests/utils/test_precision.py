@@ -149,3 +149,27 @@ def test_pixel_decoder_runs_in_bf16_only_when_asked(parity_model):
         a, b = features[False][key], features[True][key]
         assert a.dtype == b.dtype == torch.float32
         assert 0 < (a - b).abs().max().item() < 0.1 * a.abs().max().item()
+
+
+def test_predictor_precision_option(parity_model):
+    from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, SemanticSamPredictor
+
+    model, golden = parity_model
+    image = golden["input.image"].permute(1, 2, 0).numpy()
+    with pytest.raises(ValueError, match="unknown inference dtype"):
+        SemanticSamPredictor(model, precision="int4")
+    out = {}
+    for precision in ("fp32", "bf16"):
+        predictor = SemanticSamPredictor(model, short_side=None, precision=precision)
+        predictor.set_image(image)
+        out[precision] = predictor.predict(point_coords=[[150, 100], [40, 60]])
+        assert not torch.is_autocast_enabled("cpu")  # the context does not leak
+    (m32, s32, l32), (m16, s16, l16) = out["fp32"], out["bf16"]
+    assert m16.shape == m32.shape and l16.dtype == np.float32
+    assert 0 < np.abs(l16 - l32).max() < BF16_LOGIT_ATOL
+    assert np.abs(s16 - s32).max() < BF16_IOU_ATOL
+    assert (m16 != m32).mean() < BF16_FLIP_FRACTION
+    generator = SemanticSamAutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=-1e9,
+                                                  stability_score_thresh=0.0, short_side=None, precision="bf16")
+    assert generator.predictor.precision is torch.bfloat16
+    assert generator.generate(image)
