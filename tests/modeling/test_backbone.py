@@ -17,39 +17,21 @@ from semantic_sam.modeling.backbone.swin import (
     window_layout,
 )
 from semantic_sam.modeling.registry import BACKBONE
+from tests.fixture_files import PARITY, ROOT, load_golden, reference_keys, tiny_cfg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-PARITY = os.path.join(FIXTURES, "parity_tiny")
 PREFIX = "model.backbone."
 ATOL = 1e-4
 
 
-def _expected_keys(variant: str, prefix: str) -> dict[str, tuple[int, ...]]:
-    keys = {}
-    with open(os.path.join(FIXTURES, f"state_dict_keys_swin{variant}.txt")) as f:
-        for line in f:
-            name, shape = line.rstrip("\n").split(" ", 1)
-            if name.startswith(prefix):
-                keys[name[len(prefix) :]] = tuple(
-                    int(s) for s in shape.strip("()").split(",") if s.strip()
-                )
-    return keys
-
-
-def _tiny_cfg(*overrides):
-    return load_config(os.path.join(PARITY, "tiny_parity.yaml"), list(overrides))
-
-
 @pytest.fixture(scope="module")
 def golden():
-    return torch.load(os.path.join(PARITY, "golden.pt"), map_location="cpu", weights_only=True)
+    return load_golden()
 
 
 @pytest.fixture(scope="module")
 def tiny_backbone():
     sd = torch.load(os.path.join(PARITY, "tiny_parity.pth"), map_location="cpu", weights_only=True)
-    model = build_swin_backbone(_tiny_cfg())
+    model = build_swin_backbone(tiny_cfg())
     model.load_state_dict(
         {k[len(PREFIX) :]: v for k, v in sd.items() if k.startswith(PREFIX)}, strict=True
     )
@@ -70,7 +52,7 @@ def test_swinT_state_dict_matches_released_keys():
     )
     model = BACKBONE.get(cfg.MODEL.BACKBONE.NAME)(cfg)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    expected = _expected_keys("T", PREFIX)
+    expected = reference_keys("T", PREFIX)
     assert got == expected
     assert list(got) == list(expected)
     assert sum(p.numel() for p in model.parameters()) == 27_520_698
@@ -91,7 +73,7 @@ def test_swinL_state_dict_matches_released_keys():
     with torch.device("meta"):  # shapes only: no 200M-parameter allocation
         model = D2SwinTransformer(cfg)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert got == _expected_keys("L", PREFIX)
+    assert got == reference_keys("L", PREFIX)
     assert sum(p.numel() for p in model.parameters()) == 195_201_204
 
 
@@ -203,7 +185,7 @@ def test_patch_merging_order_and_odd_padding():
 @pytest.mark.parametrize("size", [(100, 150), (128, 160), (37, 61)])
 def test_any_input_size(size):
     torch.manual_seed(0)
-    model = build_swin_backbone(_tiny_cfg()).eval()
+    model = build_swin_backbone(tiny_cfg()).eval()
     h, w = size
     with torch.no_grad():
         out = model(torch.randn(1, 3, h, w))
@@ -226,14 +208,14 @@ def test_padded_input_golden_size_batch_consistency(tiny_backbone, golden):
 
 
 def test_bad_input_rank():
-    model = build_swin_backbone(_tiny_cfg())
+    model = build_swin_backbone(tiny_cfg())
     with pytest.raises(ValueError, match="B, C, H, W"):
         model(torch.randn(3, 64, 64))
 
 
 def test_unknown_out_feature():
     with pytest.raises(ValueError, match="res6"):
-        D2SwinTransformer(_tiny_cfg("MODEL.BACKBONE.SWIN.OUT_FEATURES=[res2,res6]"))
+        D2SwinTransformer(tiny_cfg("MODEL.BACKBONE.SWIN.OUT_FEATURES=[res2,res6]"))
 
 
 # --------------------------------------------------------------------------- training
@@ -245,7 +227,7 @@ def test_drop_path_and_checkpointing_train_with_gradients():
     for ckpt in (False, True):
         torch.manual_seed(0)
         model = D2SwinTransformer(
-            _tiny_cfg(
+            tiny_cfg(
                 "MODEL.BACKBONE.SWIN.DROP_PATH_RATE=0.3",
                 f"MODEL.BACKBONE.SWIN.USE_CHECKPOINT={ckpt}",
             )
@@ -265,7 +247,7 @@ def test_drop_path_and_checkpointing_train_with_gradients():
 
 def test_drop_path_is_active_in_training_only():
     torch.manual_seed(0)
-    model = D2SwinTransformer(_tiny_cfg("MODEL.BACKBONE.SWIN.DROP_PATH_RATE=0.5"))
+    model = D2SwinTransformer(tiny_cfg("MODEL.BACKBONE.SWIN.DROP_PATH_RATE=0.5"))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         model.eval()
@@ -299,7 +281,7 @@ def _imagenet_file(tmp_path, window_size=7):
 
 def test_imagenet_weights_with_resized_bias_tables(tmp_path, caplog):
     path, sd = _imagenet_file(tmp_path)
-    cfg = _tiny_cfg(
+    cfg = tiny_cfg(
         "MODEL.BACKBONE.SWIN.WINDOW_SIZE=12",
         "MODEL.BACKBONE.LOAD_PRETRAINED=True",
         f"MODEL.BACKBONE.PRETRAINED={path}",
@@ -327,7 +309,7 @@ def test_imagenet_weights_with_resized_bias_tables(tmp_path, caplog):
     )
     torch.testing.assert_close(own[key], expected)
     # the index buffer is recomputed, not loaded
-    fresh = D2SwinTransformer(_tiny_cfg("MODEL.BACKBONE.SWIN.WINDOW_SIZE=12")).state_dict()
+    fresh = D2SwinTransformer(tiny_cfg("MODEL.BACKBONE.SWIN.WINDOW_SIZE=12")).state_dict()
     assert torch.equal(
         own["layers.0.blocks.0.attn.relative_position_index"],
         fresh["layers.0.blocks.0.attn.relative_position_index"],
@@ -340,7 +322,7 @@ def test_imagenet_weights_with_resized_bias_tables(tmp_path, caplog):
 
 def test_imagenet_weights_selected_layers(tmp_path):
     path, sd = _imagenet_file(tmp_path)
-    cfg = _tiny_cfg(
+    cfg = tiny_cfg(
         "MODEL.BACKBONE.LOAD_PRETRAINED=True",
         f"MODEL.BACKBONE.PRETRAINED={path}",
         "MODEL.BACKBONE.SWIN.PRETRAINED_LAYERS=[patch_embed]",
@@ -356,7 +338,7 @@ def test_imagenet_weights_selected_layers(tmp_path):
     "pretrained", ["https://example.com/swin_tiny_patch4_window7_224.pth", "/nonexistent/x.pth", ""]
 )
 def test_no_local_file_keeps_random_init(pretrained, caplog):
-    cfg = _tiny_cfg(
+    cfg = tiny_cfg(
         "MODEL.BACKBONE.LOAD_PRETRAINED=True", f"MODEL.BACKBONE.PRETRAINED={pretrained}"
     )
     with caplog.at_level(logging.INFO):
@@ -368,7 +350,7 @@ def test_no_local_file_keeps_random_init(pretrained, caplog):
 def test_corrupt_file_names_the_path(tmp_path):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    cfg = _tiny_cfg("MODEL.BACKBONE.LOAD_PRETRAINED=True", f"MODEL.BACKBONE.PRETRAINED={bad}")
+    cfg = tiny_cfg("MODEL.BACKBONE.LOAD_PRETRAINED=True", f"MODEL.BACKBONE.PRETRAINED={bad}")
     with pytest.raises(RuntimeError, match="broken.pth"):
         build_swin_backbone(cfg)
 
@@ -376,7 +358,7 @@ def test_corrupt_file_names_the_path(tmp_path):
 def test_foreign_checkpoint_warns(tmp_path, caplog):
     path = tmp_path / "semantic_sam.pth"
     torch.save({"model.backbone.patch_embed.proj.weight": torch.zeros(16, 3, 4, 4)}, path)
-    cfg = _tiny_cfg("MODEL.BACKBONE.LOAD_PRETRAINED=True", f"MODEL.BACKBONE.PRETRAINED={path}")
+    cfg = tiny_cfg("MODEL.BACKBONE.LOAD_PRETRAINED=True", f"MODEL.BACKBONE.PRETRAINED={path}")
     with caplog.at_level(logging.INFO):
         build_swin_backbone(cfg)
     assert "holds no tensor of this Swin" in caplog.text

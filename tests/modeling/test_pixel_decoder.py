@@ -16,38 +16,20 @@ from semantic_sam.modeling.pixel_decoder.encoder_deform import (
 )
 from semantic_sam.modeling.position_encoding import PositionEmbeddingSine
 from semantic_sam.modeling.registry import PIXEL_DECODER
+from tests.fixture_files import PARITY, ROOT, load_golden, reference_keys, tiny_cfg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-PARITY = os.path.join(FIXTURES, "parity_tiny")
 PREFIX = "model.sem_seg_head.pixel_decoder."
 ATOL = 1e-4
 FEATURES = ("res2", "res3", "res4", "res5")
-
-
-def _expected_keys(variant: str) -> dict[str, tuple[int, ...]]:
-    keys = {}
-    with open(os.path.join(FIXTURES, f"state_dict_keys_swin{variant}.txt")) as f:
-        for line in f:
-            name, shape = line.rstrip("\n").split(" ", 1)
-            if name.startswith(PREFIX):
-                keys[name[len(PREFIX) :]] = tuple(
-                    int(s) for s in shape.strip("()").split(",") if s.strip()
-                )
-    return keys
 
 
 def _swin_shapes(embed_dim: int) -> dict[str, ShapeSpec]:
     return {f"res{i + 2}": ShapeSpec(channels=embed_dim * 2**i, stride=4 * 2**i) for i in range(4)}
 
 
-def _tiny_cfg(*overrides):
-    return load_config(os.path.join(PARITY, "tiny_parity.yaml"), list(overrides))
-
-
 @pytest.fixture(scope="module")
 def golden():
-    return torch.load(os.path.join(PARITY, "golden.pt"), map_location="cpu", weights_only=True)
+    return load_golden()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +46,7 @@ def _sub(sd, prefix):
 @pytest.fixture(scope="module")
 def tiny_decoder(checkpoint):
     torch.manual_seed(0)
-    model = build_encoder_deform(_tiny_cfg(), _swin_shapes(16))
+    model = build_encoder_deform(tiny_cfg(), _swin_shapes(16))
     model.load_state_dict(_sub(checkpoint, PREFIX), strict=True)
     return model.eval()
 
@@ -86,7 +68,7 @@ def test_state_dict_matches_released_keys(variant, embed_dim, params):
     )
     model = PIXEL_DECODER.get(cfg.MODEL.ENCODER.NAME)(cfg, _swin_shapes(embed_dim))
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    expected = _expected_keys(variant)
+    expected = reference_keys(variant, PREFIX)
     assert got == expected
     assert list(got) == list(expected)
     assert sum(p.numel() for p in model.parameters()) == params
@@ -116,7 +98,7 @@ def test_golden_parity_from_golden_backbone_features(tiny_decoder, golden):
 
 
 def test_golden_parity_chained_with_backbone(tiny_decoder, golden, checkpoint):
-    backbone = build_swin_backbone(_tiny_cfg())
+    backbone = build_swin_backbone(tiny_cfg())
     backbone.load_state_dict(_sub(checkpoint, "model.backbone."), strict=True)
     with torch.no_grad():
         features = backbone.eval()(golden["input.image_normalized_padded"])
@@ -141,7 +123,7 @@ def test_float32_under_autocast(tiny_decoder, golden):
 @pytest.mark.parametrize("size", [(128, 160), (100, 150)])
 def test_sizes_through_backbone_and_decoder(tiny_decoder, size):
     torch.manual_seed(0)
-    backbone = build_swin_backbone(_tiny_cfg()).eval()
+    backbone = build_swin_backbone(tiny_cfg()).eval()
     with torch.no_grad():
         features = backbone(torch.randn(2, 3, *size))
         mask_features, enc, multi_scale = tiny_decoder(features)
@@ -167,7 +149,7 @@ def test_missing_feature_is_named(tiny_decoder, golden):
 def test_unsupported_feature_order():
     with pytest.raises(ValueError, match="FEATURE_ORDER"):
         MSDeformAttnPixelDecoder(
-            _tiny_cfg("MODEL.ENCODER.FEATURE_ORDER=high2low"), _swin_shapes(16)
+            tiny_cfg("MODEL.ENCODER.FEATURE_ORDER=high2low"), _swin_shapes(16)
         )
 
 
@@ -214,7 +196,7 @@ def test_encoder_checkpointing_gives_same_gradients():
     for ckpt in (False, True):
         torch.manual_seed(0)
         model = build_encoder_deform(
-            _tiny_cfg(f"MODEL.ENCODER.USE_CKPT={ckpt}"), _swin_shapes(16)
+            tiny_cfg(f"MODEL.ENCODER.USE_CKPT={ckpt}"), _swin_shapes(16)
         ).train()
         # The init zeroes the offset and attention-weight projections, so the queries (and with
         # them level_embed) would not influence anything: perturb every parameter.

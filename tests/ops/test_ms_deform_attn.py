@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from semantic_sam.ops import MSDeformAttn, force_pytorch, ms_deform_attn, ms_deform_attn_pytorch
+from tests.fixture_files import reference_keys
 
 # the package re-exports the function ``ms_deform_attn`` under the submodule's name: fetch the module itself
 msda_module = importlib.import_module("semantic_sam.ops.ms_deform_attn")
@@ -176,10 +177,8 @@ def test_module_parameter_names_and_shapes_match_reference():
         "output_proj.weight": (256, 256), "output_proj.bias": (256,),
     }
     # the golden key list names the same four sub-layers under each self_attn / cross_attn
-    with open("tests/fixtures/state_dict_keys_swinT.txt") as f:
-        lines = [line.split()[0] for line in f if ".encoder.layers.0.self_attn." in line]
     prefix = "model.sem_seg_head.pixel_decoder.transformer.encoder.layers.0.self_attn."
-    assert sorted(k[len(prefix):] for k in lines) == sorted(shapes)
+    assert reference_keys("T", prefix) == shapes
 
 
 def test_module_init():

@@ -128,7 +128,7 @@ def test_pixel_decoder_runs_in_bf16_only_when_asked(parity_model):
     model, golden = parity_model
     image = golden["input.image"].float()[None]
     seen = []
-    hook = model.sem_seg_head.pixel_decoder.mask_features.register_forward_hook(
+    hook = model.sem_seg_head.pixel_decoder.transformer.encoder.layers[0].linear1.register_forward_hook(
         lambda mod, inp, out: seen.append(out.dtype)
     )
     try:

@@ -211,7 +211,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         device_type = features[self.transformer_in_features[0]].device.type
         if pixel_decoder_autocast_allowed(device_type):
             # opt-in reduced precision: products in the autocast dtype, outputs back to float32
-            mask_features, enc, multi_scale = self._forward(features)
+            low = torch.get_autocast_dtype(device_type)
+            mask_features, enc, multi_scale = self._forward(features, fpn_dtype=low)
             return mask_features.float(), enc.float(), [f.float() for f in multi_scale]
         # Deformable attention runs in float32 (the reference disables autocast here).
         with torch.autocast(device_type=device_type, enabled=False):
@@ -220,7 +221,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
     forward = forward_features
 
     def _forward(
-        self, features: Mapping[str, Tensor]
+        self, features: Mapping[str, Tensor], fpn_dtype: torch.dtype | None = None
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         srcs, pos = [], []
         for lvl, name in enumerate(self.transformer_in_features):
@@ -242,6 +243,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         ]
         multi_scale_features = outs[: self.total_num_feature_levels]
 
+        if fpn_dtype is not None and not torch.is_grad_enabled() and memory.device.type == "cpu":
+            return self._fpn_low_precision(features, outs[0], fpn_dtype), outs[0], multi_scale_features
         fpn = outs[0].contiguous()  # bilinear upsampling is ~4x faster on a contiguous map
         in_place = not torch.is_grad_enabled()  # the maps here are the largest tensors of the model
         for i in reversed(range(self.num_fpn_levels)):
@@ -251,18 +254,47 @@ class MSDeformAttnPixelDecoder(nn.Module):
             if in_place:
                 lateral.add_(up)
                 del up, fpn
-                fpn = _conv_norm_act_inplace(layer, lateral)
+                fpn = _conv_norm_act(layer, lateral)
                 del lateral
             else:
                 fpn = layer(lateral + up)
         return self.mask_features(fpn), outs[0], multi_scale_features
 
+    def _fpn_low_precision(self, features: Mapping[str, Tensor], top: Tensor, dtype: torch.dtype) -> Tensor:
+        """The FPN at inference in ``dtype``, channels-last (oneDNN's bf16 convolutions are ~2.8x
+        faster on it; under autocast every norm would convert the 1/4-resolution maps to float32 and
+        back, costing more than the convolutions save). Returns mask_features, channels-last."""
+        fmt = torch.channels_last
+        with torch.autocast(device_type=top.device.type, enabled=False):
+            fpn = top.to(dtype).contiguous(memory_format=fmt)
+            for i in reversed(range(self.num_fpn_levels)):
+                x = features[self.fpn_in_features[i]].to(dtype).contiguous(memory_format=fmt)
+                lateral = _conv_norm_act(getattr(self, f"adapter_{i + 1}"), x, dtype)
+                up = F.interpolate(fpn, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+                lateral.add_(up)
+                del up, fpn, x
+                fpn = _conv_norm_act(getattr(self, f"layer_{i + 1}"), lateral, dtype)
+                del lateral
+            return _conv_norm_act(self.mask_features, fpn, dtype)
 
-def _conv_norm_act_inplace(layer: Conv2d, x: Tensor) -> Tensor:
-    """``layer(x)`` for a detectron2 ``Conv2d`` (conv, norm, activation), a ReLU applied in place."""
-    y = layer._conv_forward(x, layer.weight, layer.bias)
-    if layer.norm is not None:
-        y = layer.norm(y)
+
+def _conv_norm_act(layer: Conv2d, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``layer(x)`` for a detectron2 ``Conv2d`` (conv, norm, activation) at inference: a ReLU applied in
+    place, and with ``dtype``, the layer's parameters cast to it (channels-last weights for a
+    channels-last ``x``)."""
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        return t if t is None or dtype is None else t.to(dtype)
+
+    weight = cast(layer.weight)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    y = layer._conv_forward(x, weight, cast(layer.bias))
+    norm = layer.norm
+    if isinstance(norm, nn.GroupNorm):
+        y = F.group_norm(y, norm.num_groups, cast(norm.weight), cast(norm.bias), norm.eps)
+    elif norm is not None:
+        y = norm(y)
     if layer.activation is F.relu:
         return y.relu_()
     return y if layer.activation is None else layer.activation(y)
