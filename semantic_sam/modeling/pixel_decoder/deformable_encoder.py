@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from semantic_sam.ops import MSDeformAttn
 
-from ..row_chunks import rowwise_in_chunks
+from ..row_chunks import chunk_rows, rowwise_in_chunks
 
 __all__ = [
     "DeformableEncoderLayer",
@@ -66,17 +66,31 @@ class DeformableEncoderLayer(nn.Module):
         Returns:
             (B, S, d).
         """
-        attn = self.self_attn(
-            src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
-        )
         if self.training:
+            attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
             src = self.norm1(src + self.dropout1(attn))
             ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
             return self.norm2(src + self.dropout3(ffn))
-        return rowwise_in_chunks(self._add_norm_ffn, attn.float().add_(src), self.linear1.out_features)
+        block = chunk_rows(self.linear1.out_features)
+        device = src.device.type
+        if torch.is_grad_enabled() or device != "cpu" or src.shape[1] <= block or torch.is_autocast_enabled(device):
+            # (under autocast, blocks would re-cast every weight per block: only the FFN tail is blocked)
+            attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+            return rowwise_in_chunks(self._add_norm_ffn, attn.float().add_(src), self.linear1.out_features)
+        # Inference on CPU: everything but the value projection is row-wise, so the layer runs in
+        # blocks of query rows (see row_chunks): same numbers, fewer large temporaries.
+        value = self.self_attn.project_value(src, padding_mask)
+        out = torch.empty_like(src)
+        for start in range(0, src.shape[1], block):
+            rows = slice(start, start + block)
+            attn = self.self_attn.attend(
+                src[:, rows] + pos[:, rows], reference_points[:, rows], value, spatial_shapes, level_start_index
+            )
+            out[:, rows] = self._add_norm_ffn(attn.float().add_(src[:, rows]))
+        return out
 
     def _add_norm_ffn(self, x: Tensor) -> Tensor:
-        """Eval-mode tail of the layer on (M, d) rows of src + attention."""
+        """Eval-mode tail of the layer on rows of src + attention: add & norm, FFN, add & norm."""
         x = self.norm1(x)
         return self.norm2(x + self.linear2(F.relu(self.linear1(x), inplace=True)))
 
