@@ -222,6 +222,18 @@ static void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor, got device ", t.device());
 }
 
+// The shared shape/dtype checks, and every input on the CPU.
+static void check_cpu_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                             const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
+                             const at::Tensor& attn_weight) {
+  ms_deform_attn_check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  check_cpu(value, "value");
+  check_cpu(spatial_shapes, "spatial_shapes");
+  check_cpu(level_start_index, "level_start_index");
+  check_cpu(sampling_loc, "sampling_loc");
+  check_cpu(attn_weight, "attn_weight");
+}
+
 at::Tensor ms_deform_attn_cpu_forward(
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
@@ -229,12 +241,7 @@ at::Tensor ms_deform_attn_cpu_forward(
     const at::Tensor& sampling_loc,
     const at::Tensor& attn_weight,
     int64_t /*im2col_step: CUDA only*/) {
-  ms_deform_attn_check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  check_cpu(value, "value");
-  check_cpu(spatial_shapes, "spatial_shapes");
-  check_cpu(level_start_index, "level_start_index");
-  check_cpu(sampling_loc, "sampling_loc");
-  check_cpu(attn_weight, "attn_weight");
+  check_cpu_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
   const int64_t B = value.size(0), S = value.size(1), nH = value.size(2), D = value.size(3);
   const int64_t Q = sampling_loc.size(1), L = sampling_loc.size(3), P = sampling_loc.size(4);
   ms_deform_attn_check_level_bounds(spatial_shapes, level_start_index, S);
@@ -256,12 +263,7 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(
     const at::Tensor& attn_weight,
     const at::Tensor& grad_output,
     int64_t /*im2col_step: CUDA only*/) {
-  ms_deform_attn_check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  check_cpu(value, "value");
-  check_cpu(spatial_shapes, "spatial_shapes");
-  check_cpu(level_start_index, "level_start_index");
-  check_cpu(sampling_loc, "sampling_loc");
-  check_cpu(attn_weight, "attn_weight");
+  check_cpu_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
   check_cpu(grad_output, "grad_output");
   const int64_t B = value.size(0), S = value.size(1), nH = value.size(2), D = value.size(3);
   const int64_t Q = sampling_loc.size(1), L = sampling_loc.size(3), P = sampling_loc.size(4);
