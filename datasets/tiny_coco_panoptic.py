@@ -15,7 +15,10 @@ import json
 import os
 
 import numpy as np
+from panopticapi.utils import id2rgb
 from PIL import Image
+
+from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths
 
 __all__ = ["CATEGORIES", "write_tiny_coco_panoptic"]
 
@@ -26,13 +29,8 @@ CATEGORIES = [
 ]
 
 
-def _id2rgb(ids: np.ndarray) -> np.ndarray:
-    """Segment ids -> panoptic PNG colours (id = R + 256 G + 256² B)."""
-    ids = ids.astype(np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-
-
-def _segment(seg_id: int, category_id: int, mask: np.ndarray, iscrowd: int = 0) -> dict:
+def segment_info(seg_id: int, category_id: int, mask: np.ndarray, iscrowd: int = 0) -> dict:
+    """The ``segments_info`` entry of a panoptic segment from its (H, W) bool mask (area, xywh box)."""
     ys, xs = np.nonzero(mask)
     bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
     return {"id": seg_id, "category_id": category_id, "iscrowd": iscrowd, "area": int(mask.sum()), "bbox": bbox}
@@ -49,26 +47,25 @@ def _images(seed: int) -> list[tuple[str, np.ndarray, np.ndarray, list[dict]]]:
     ids[(yy - 30) ** 2 + (xx - 46) ** 2 <= 11**2] = 1002  # dog disc
     ids[40:, :12] = 2001  # crowd
     segs = [
-        _segment(1001, 1, ids == 1001),
-        _segment(1002, 18, ids == 1002),
-        _segment(3000, 184, ids == 3000),
-        _segment(2001, 1, ids == 2001, iscrowd=1),
+        segment_info(1001, 1, ids == 1001),
+        segment_info(1002, 18, ids == 1002),
+        segment_info(3000, 184, ids == 3000),
+        segment_info(2001, 1, ids == 2001, iscrowd=1),
     ]
     out.append(("000000000001", ids, rng.integers(0, 256, (h, w, 3)), segs))
 
     h, w = 40, 40
     ids = np.zeros((h, w), np.int64)  # id 0 = unlabeled
     ids[10:30, 10:30] = 5001
-    out.append(("000000000002", ids, rng.integers(0, 256, (h, w, 3)), [_segment(5001, 1, ids == 5001, iscrowd=1)]))
+    out.append(("000000000002", ids, rng.integers(0, 256, (h, w, 3)), [segment_info(5001, 1, ids == 5001, iscrowd=1)]))
     return out
 
 
 def write_tiny_coco_panoptic(root: str, seed: int = 0) -> dict:
     """Write the dataset under ``root`` and return the JSON it wrote."""
-    image_dir = os.path.join(root, "coco", "val2017")
-    pan_dir = os.path.join(root, "coco", "panoptic_val2017")
-    ann_dir = os.path.join(root, "coco", "annotations")
-    for d in (image_dir, pan_dir, ann_dir):
+    paths = coco_panoptic_val_paths(root)
+    image_dir, pan_dir = paths["image_root"], paths["panoptic_root"]
+    for d in (image_dir, pan_dir, os.path.dirname(paths["panoptic_json"])):
         os.makedirs(d, exist_ok=True)
     data = {"images": [], "annotations": [], "categories": CATEGORIES}
     for image_id, (stem, ids, noise, segs) in enumerate(_images(seed), start=1):
@@ -77,10 +74,10 @@ def write_tiny_coco_panoptic(root: str, seed: int = 0) -> dict:
         colour = (ids * 2654435761 % 2**24)[..., None] >> np.array([0, 8, 16]) & 255
         image = (0.7 * colour + 0.3 * noise).astype(np.uint8)
         Image.fromarray(image).save(os.path.join(image_dir, stem + ".jpg"), quality=95)
-        Image.fromarray(_id2rgb(ids)).save(os.path.join(pan_dir, stem + ".png"))
+        Image.fromarray(id2rgb(ids)).save(os.path.join(pan_dir, stem + ".png"))
         data["images"].append({"id": image_id, "file_name": stem + ".jpg", "height": h, "width": w})
         data["annotations"].append({"image_id": image_id, "file_name": stem + ".png", "segments_info": segs})
-    with open(os.path.join(ann_dir, "panoptic_val2017.json"), "w", encoding="utf-8") as f:
+    with open(paths["panoptic_json"], "w", encoding="utf-8") as f:
         json.dump(data, f)
     return data
 

@@ -29,12 +29,15 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from panopticapi.utils import id2rgb
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths  # noqa: E402
+from datasets.tiny_coco_panoptic import segment_info  # noqa: E402
 from tools.convert_sa1b_to_tsv import convert_sa1b_to_tsv  # noqa: E402
 from tools.make_synthetic_sa1b import LEVELS, make_synthetic_sa1b  # noqa: E402
 
@@ -66,11 +69,6 @@ def finest_partition(masks: np.ndarray) -> np.ndarray:
     return owner
 
 
-def _id2rgb(ids: np.ndarray) -> np.ndarray:
-    ids = ids.astype(np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-
-
 def _panoptic_record(json_path: str, png_dir: str) -> tuple[dict, dict]:
     """COCO panoptic ``images`` entry and ``annotations`` entry of one SA-1B JSON; writes its PNG."""
     with open(json_path, encoding="utf-8") as f:
@@ -89,18 +87,9 @@ def _panoptic_record(json_path: str, png_dir: str) -> tuple[dict, dict]:
             continue
         seg_id = k + 1
         ids[seg] = seg_id
-        ys, xs = np.nonzero(seg)
-        segments.append(
-            {
-                "id": seg_id,
-                "category_id": level_id[ann.get("synthetic", {}).get("level", "object")],
-                "iscrowd": 0,
-                "area": int(seg.sum()),
-                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs) + 1), int(np.ptp(ys) + 1)],
-            }
-        )
+        segments.append(segment_info(seg_id, level_id[ann.get("synthetic", {}).get("level", "object")], seg))
     stem = os.path.splitext(img["file_name"])[0]
-    Image.fromarray(_id2rgb(ids)).save(os.path.join(png_dir, stem + ".png"))
+    Image.fromarray(id2rgb(ids)).save(os.path.join(png_dir, stem + ".png"))
     image_entry = {"id": int(img["image_id"]), "file_name": img["file_name"], "height": h, "width": w}
     ann_entry = {"image_id": int(img["image_id"]), "file_name": stem + ".png", "segments_info": segments}
     return image_entry, ann_entry
@@ -112,10 +101,9 @@ def write_coco_panoptic(pairs: Sequence[tuple[str, str]], root: str) -> str:
     Returns:
         The panoptic JSON path.
     """
-    image_dir = os.path.join(root, "coco", "val2017")
-    png_dir = os.path.join(root, "coco", "panoptic_val2017")
-    ann_dir = os.path.join(root, "coco", "annotations")
-    for d in (image_dir, png_dir, ann_dir):
+    paths = coco_panoptic_val_paths(root)
+    image_dir, png_dir, path = paths["image_root"], paths["panoptic_root"], paths["panoptic_json"]
+    for d in (image_dir, png_dir, os.path.dirname(path)):
         os.makedirs(d, exist_ok=True)
     data = {"images": [], "annotations": [], "categories": PANOPTIC_CATEGORIES}
     for jpg, js in pairs:
@@ -124,7 +112,6 @@ def write_coco_panoptic(pairs: Sequence[tuple[str, str]], root: str) -> str:
             dst.write(src.read())
         data["images"].append(image_entry)
         data["annotations"].append(ann_entry)
-    path = os.path.join(ann_dir, "panoptic_val2017.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f)
     return path
