@@ -11,6 +11,7 @@ Shape shorthand: B = batch, d = ``conv_dim``, H, W = padded image size.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Mapping, Sequence
 
@@ -243,32 +244,32 @@ class MSDeformAttnPixelDecoder(nn.Module):
         ]
         multi_scale_features = outs[: self.total_num_feature_levels]
 
-        if fpn_dtype is not None and not torch.is_grad_enabled() and memory.device.type == "cpu":
-            return self._fpn_low_precision(features, outs[0], fpn_dtype), outs[0], multi_scale_features
+        if not torch.is_grad_enabled():
+            low = fpn_dtype if memory.device.type == "cpu" else None
+            return self._fpn_inference(features, outs[0], low), outs[0], multi_scale_features
         fpn = outs[0].contiguous()  # bilinear upsampling is ~4x faster on a contiguous map
-        in_place = not torch.is_grad_enabled()  # the maps here are the largest tensors of the model
         for i in reversed(range(self.num_fpn_levels)):
             lateral = getattr(self, f"adapter_{i + 1}")(features[self.fpn_in_features[i]])
             up = F.interpolate(fpn, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-            layer = getattr(self, f"layer_{i + 1}")
-            if in_place:
-                lateral.add_(up)
-                del up, fpn
-                fpn = _conv_norm_act(layer, lateral)
-                del lateral
-            else:
-                fpn = layer(lateral + up)
+            fpn = getattr(self, f"layer_{i + 1}")(lateral + up)
         return self.mask_features(fpn), outs[0], multi_scale_features
 
-    def _fpn_low_precision(self, features: Mapping[str, Tensor], top: Tensor, dtype: torch.dtype) -> Tensor:
-        """The FPN at inference in ``dtype``, channels-last (oneDNN's bf16 convolutions are ~2.8x
-        faster on it; under autocast every norm would convert the 1/4-resolution maps to float32 and
-        back, costing more than the convolutions save). Returns mask_features, channels-last."""
-        fmt = torch.channels_last
-        with torch.autocast(device_type=top.device.type, enabled=False):
-            fpn = top.to(dtype).contiguous(memory_format=fmt)
+    def _fpn_inference(self, features: Mapping[str, Tensor], top: Tensor, dtype: torch.dtype | None) -> Tensor:
+        """The FPN without autograd; returns mask_features. Its maps are the largest tensors of the
+        model, so sums and ReLUs run in place. With ``dtype`` (bf16 on CPU) it runs in that dtype,
+        channels-last (oneDNN's bf16 convolutions are ~2.8x faster on it; under autocast every norm
+        would convert the 1/4-resolution maps to float32 and back, costing more than the convolutions
+        save), and mask_features comes back channels-last."""
+        fmt = torch.contiguous_format if dtype is None else torch.channels_last
+        # with dtype, the casts are explicit; otherwise the caller's autocast setting stands
+        no_autocast = torch.autocast(device_type=top.device.type, enabled=False)
+        with contextlib.nullcontext() if dtype is None else no_autocast:
+            # contiguous: bilinear upsampling is ~4x faster than on the strided encoder output
+            fpn = top.to(dtype or top.dtype).contiguous(memory_format=fmt)
             for i in reversed(range(self.num_fpn_levels)):
-                x = features[self.fpn_in_features[i]].to(dtype).contiguous(memory_format=fmt)
+                x = features[self.fpn_in_features[i]]
+                if dtype is not None:
+                    x = x.to(dtype).contiguous(memory_format=fmt)
                 lateral = _conv_norm_act(getattr(self, f"adapter_{i + 1}"), x, dtype)
                 up = F.interpolate(fpn, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
                 lateral.add_(up)
@@ -281,7 +282,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 def _conv_norm_act(layer: Conv2d, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """``layer(x)`` for a detectron2 ``Conv2d`` (conv, norm, activation) at inference: a ReLU applied in
     place, and with ``dtype``, the layer's parameters cast to it (channels-last weights for a
-    channels-last ``x``)."""
+    channels-last ``x``). Without ``dtype`` it computes what ``layer(x)`` computes."""
 
     def cast(t: Tensor | None) -> Tensor | None:
         return t if t is None or dtype is None else t.to(dtype)
