@@ -16,7 +16,9 @@ Per layer and pair (query q, GT mask g):
   uncertain, 25 % uniform); labels: bilinear samples of GT g at full padded resolution;
 - ``loss_mask_bce``: mean BCE over the points; ``loss_mask_dice``: dice with +1 smoothing;
 - ``iou_score_loss``: ``(pred_ious[q] - (1 - dice)) ** 2`` with the raw IoU score; the target is not
-  detached in the reference (``detach_iou_target`` detaches it);
+  detached in the reference (``detach_iou_target`` detaches it). With ``iou_target="prompt"`` the
+  IoU-score term instead covers all K outputs of every prompt, each against its binary IoU with the
+  prompt's own GT mask (:meth:`SemanticSamCriterion._prompt_iou_errors`), still divided by ``num_masks``;
 - ``loss_bbox``: L1 summed over the 4 coordinates; ``loss_giou``: ``1 - GIoU``.
 
 Many-to-many: the pairs are the matcher's assignment, computed once on the last layer and reused for
@@ -31,6 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.utils.comm import get_world_size
 from torch import Tensor
@@ -43,6 +46,7 @@ from .point_sampling import point_sample, sample_binary_masks, sample_uncertain_
 
 __all__ = ["LOSS_NAMES", "SemanticSamCriterion", "build_criterion", "expand_weight_dict"]
 
+IOU_TARGETS = ("matched", "prompt")
 LOSS_NAMES = ("loss_mask_bce", "loss_mask_dice", "iou_score_loss", "loss_bbox", "loss_giou")
 
 
@@ -87,6 +91,7 @@ class SemanticSamCriterion:
         deep_supervision: bool = True,
         detach_iou_target: bool = False,
         match_each_layer: bool = False,
+        iou_target: str = "matched",
     ):
         """
         Args:
@@ -100,7 +105,13 @@ class SemanticSamCriterion:
             deep_supervision: also supervise the auxiliary layers (``DEEP_SUPERVISION``).
             detach_iou_target: detach ``1 - dice`` in the IoU-score loss (``DETACH_IOU_TARGET``).
             match_each_layer: many-to-many: match every layer on its own outputs (``MATCH_EACH_LAYER``).
+            iou_target: ``"matched"`` (reference): the IoU score of each supervised output learns
+                ``1 - dice`` against its GT; ``"prompt"``: every output of every prompt learns its
+                binary IoU with the GT mask the prompt was drawn from (``IOU_TARGET``, see
+                :meth:`_prompt_iou_errors`).
         """
+        if iou_target not in IOU_TARGETS:
+            raise ValueError(f"MODEL.DECODER.IOU_TARGET must be one of {IOU_TARGETS}, got {iou_target!r}")
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
         self.num_points = num_points
@@ -111,6 +122,7 @@ class SemanticSamCriterion:
         self.deep_supervision = deep_supervision
         self.detach_iou_target = detach_iou_target
         self.match_each_layer = match_each_layer
+        self.iou_target = iou_target
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:
@@ -133,6 +145,7 @@ class SemanticSamCriterion:
             "deep_supervision": dec.DEEP_SUPERVISION,
             "detach_iou_target": dec.DETACH_IOU_TARGET,
             "match_each_layer": dec.MATCH_EACH_LAYER,
+            "iou_target": dec.IOU_TARGET,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -243,6 +256,41 @@ class SemanticSamCriterion:
         target = 1 - dice
         return target.detach() if self.detach_iou_target else target
 
+    def _prompt_iou_errors(self, outputs: Dict[str, Any], targets: List[Dict[str, Any]]) -> Tuple[Tensor, Tensor]:
+        """IoU-score errors of all K outputs of every prompt against the prompt's own GT mask.
+
+        The target is the binary IoU of the output (logits > 0, at the mask-logit resolution
+        (h, w)) with the GT mask the prompt was drawn from (``prompt_gt_inds``), the GT
+        area-averaged to (h, w) so that masks smaller than one logit cell still count:
+        ``IoU = sum(p * g) / (sum(p) + sum(g) - sum(p * g))`` with p binary and g in [0, 1].
+        No gradient reaches the masks.
+
+        Returns:
+            ``(pred_ious, errors)``, both (M,) with M = K x (prompts with a GT), prompt-major.
+        """
+        pred_masks, k = outputs["pred_masks"], self.num_mask_tokens
+        h, w = pred_masks.shape[-2:]
+        preds, errs = [], []
+        for b, target in enumerate(targets):
+            gt_of_prompt = target["prompt_gt_inds"].to(pred_masks.device)
+            keep = (gt_of_prompt >= 0).nonzero().squeeze(1)
+            if len(keep) == 0:
+                continue
+            with torch.no_grad():
+                binary = (pred_masks[b].view(-1, k, h, w)[keep] > 0).float()
+                gt = target["ori_masks"].to(pred_masks.device)[gt_of_prompt[keep]]
+                gt = F.interpolate(gt[:, None].float(), size=(h, w), mode="area")
+                inter = (binary * gt).flatten(2).sum(-1)
+                union = binary.flatten(2).sum(-1) + gt.flatten(2).sum(-1) - inter
+                iou = inter / union.clamp(min=1e-6)
+            pred = outputs["pred_ious"][b][keep].float()
+            preds.append(pred.flatten())
+            errs.append(iou_score_loss(pred.flatten(), iou.flatten()))
+        if not preds:
+            zero = outputs["pred_ious"].sum() * 0.0
+            return zero[None], zero[None]
+        return torch.cat(preds), torch.cat(errs)
+
     @staticmethod
     def _zero_losses(outputs: Dict[str, Any]) -> Dict[str, Tensor]:
         """Zero losses that keep the outputs in the graph (an image batch without any target)."""
@@ -290,6 +338,8 @@ class SemanticSamCriterion:
         bce, dice = self._point_losses(pred_masks, batch_idx, query_idx, gt_idx, targets, rng, details)
         pred_ious = outputs["pred_ious"].flatten(1)[batch_idx, query_idx].float()
         iou_err = iou_score_loss(pred_ious, self._iou_target(dice))
+        if self.iou_target == "prompt":
+            pred_ious, iou_err = self._prompt_iou_errors(outputs, targets)
         pred_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()
         gt_boxes = torch.cat(
             [
@@ -344,6 +394,8 @@ class SemanticSamCriterion:
         bce_best, dice_best = pick(bce), pick(dice)
         pred_ious = outputs["pred_ious"][batch_of_prompt, prompt_idx].float().gather(1, best[:, None]).squeeze(1)
         iou_err = iou_score_loss(pred_ious, self._iou_target(dice_best))
+        if self.iou_target == "prompt":
+            pred_ious, iou_err = self._prompt_iou_errors(outputs, targets)
         pred_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()
         gt_boxes = torch.cat([t["ori_boxes"].to(device)[gt_idx[batch_idx == b]] for b, t in enumerate(targets)]).float()
         l1 = pick(box_l1_loss(pred_boxes, gt_boxes))
@@ -358,6 +410,7 @@ class SemanticSamCriterion:
             f"{type(self).__name__}(mode={mode}, num_points={self.num_points}, "
             f"oversample_ratio={self.oversample_ratio}, importance_sample_ratio={self.importance_sample_ratio}, "
             f"num_mask_tokens={self.num_mask_tokens}, detach_iou_target={self.detach_iou_target}, "
+            f"iou_target={self.iou_target!r}, "
             f"match_each_layer={self.match_each_layer}, matcher={self.matcher!r}, weight_dict={self.weight_dict})"
         )
 

@@ -180,7 +180,7 @@ def _random_image(gen, num_prompts, k, size=64, num_gt=4):
     return target, outputs
 
 
-def _tiny_criterion(many_to_one, k, num_layers=2, num_points=32):
+def _tiny_criterion(many_to_one, k, num_layers=2, num_points=32, iou_target="matched"):
     base = {"loss_mask_bce": 5.0, "loss_mask_dice": 5.0, "iou_score_loss": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
     return SemanticSamCriterion(
         matcher=ManyToManyMatcher(num_points=num_points, num_mask_tokens=k),
@@ -190,6 +190,7 @@ def _tiny_criterion(many_to_one, k, num_layers=2, num_points=32):
         importance_sample_ratio=0.75,
         num_mask_tokens=k,
         many_to_one=many_to_one,
+        iou_target=iou_target,
     )
 
 
@@ -314,3 +315,55 @@ def test_half_precision_outputs_give_float32_losses(many_to_one):
         assert low[key].dtype == torch.float32
         torch.testing.assert_close(low[key], full[key], atol=0.05, rtol=0.05)
     assert half["pred_masks"].grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("many_to_one", [False, True])
+def test_prompt_iou_target_scores_every_output_against_the_prompts_own_mask(many_to_one):
+    """IOU_TARGET=prompt: all K outputs of every prompt learn their binary IoU with the prompt's GT.
+
+    Expected IoUs are computed independently at full resolution: each logit cell of the prediction
+    covers a 4 x 4 block of GT pixels (nearest upsampling of the binary mask).
+    """
+    gen = torch.Generator().manual_seed(2)
+    k, num_prompts = 3, 4
+    target, outputs = _random_image(gen, num_prompts, k)
+    outputs["pred_masks"].requires_grad_(True)
+    outputs["pred_ious"].requires_grad_(True)
+    criterion = _tiny_criterion(many_to_one, k, num_layers=1, iou_target="prompt")
+    details = {}
+    losses = criterion(outputs, [target], generator=torch.Generator().manual_seed(0), details=details)
+
+    binary = outputs["pred_masks"][0].detach() > 0  # (N*K, 16, 16)
+    full = binary.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    errors = 0.0
+    for q in range(num_prompts * k):
+        gt = target["ori_masks"][int(target["prompt_gt_inds"][q // k])]
+        inter = (full[q] & gt).sum().item()
+        union = (full[q] | gt).sum().item()
+        errors += (outputs["pred_ious"][0, q // k, q % k].item() - inter / union) ** 2
+    torch.testing.assert_close(losses["iou_score_loss_0"].item(), errors / details["num_masks"], rtol=1e-5, atol=1e-6)
+
+    # the IoU-score term trains the IoU head only
+    losses["iou_score_loss_0"].backward()
+    assert outputs["pred_masks"].grad is None or not outputs["pred_masks"].grad.any()
+    assert outputs["pred_ious"].grad.abs().min() > 0  # every output of every prompt is supervised
+
+
+def test_prompt_iou_target_leaves_the_other_losses_unchanged():
+    gen = torch.Generator().manual_seed(3)
+    target, outputs = _random_image(gen, 4, 3)
+    ref = _tiny_criterion(False, 3, num_layers=1)(outputs, [target], generator=torch.Generator().manual_seed(0))
+    ours = _tiny_criterion(False, 3, num_layers=1, iou_target="prompt")(
+        outputs, [target], generator=torch.Generator().manual_seed(0)
+    )
+    for key in ref:
+        if not key.startswith("iou_score_loss"):
+            torch.testing.assert_close(ours[key], ref[key], msg=key)
+    assert not torch.allclose(ours["iou_score_loss_0"], ref["iou_score_loss_0"])
+
+
+def test_unknown_iou_target_is_rejected_with_its_config_key():
+    with pytest.raises(ValueError, match="MODEL.DECODER.IOU_TARGET"):
+        _tiny_criterion(False, 3, iou_target="best")
+    with pytest.raises(ValueError, match="IOU_TARGET"):
+        build_criterion(load_config(CONFIG, ["MODEL.DECODER.IOU_TARGET=mean"]))
