@@ -1,0 +1,1 @@
+"""The pieces of ``tools/benchmark.py``: harness, rows, runner and report."""
