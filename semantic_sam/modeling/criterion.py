@@ -336,10 +336,11 @@ class SemanticSamCriterion:
             return self._zero_losses(outputs)
 
         bce, dice = self._point_losses(pred_masks, batch_idx, query_idx, gt_idx, targets, rng, details)
-        pred_ious = outputs["pred_ious"].flatten(1)[batch_idx, query_idx].float()
-        iou_err = iou_score_loss(pred_ious, self._iou_target(dice))
         if self.iou_target == "prompt":
             pred_ious, iou_err = self._prompt_iou_errors(outputs, targets)
+        else:
+            pred_ious = outputs["pred_ious"].flatten(1)[batch_idx, query_idx].float()
+            iou_err = iou_score_loss(pred_ious, self._iou_target(dice))
         pred_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()
         gt_boxes = torch.cat(
             [
@@ -392,10 +393,11 @@ class SemanticSamCriterion:
             return per_output.view(-1, k).gather(1, best[:, None]).squeeze(1)
 
         bce_best, dice_best = pick(bce), pick(dice)
-        pred_ious = outputs["pred_ious"][batch_of_prompt, prompt_idx].float().gather(1, best[:, None]).squeeze(1)
-        iou_err = iou_score_loss(pred_ious, self._iou_target(dice_best))
         if self.iou_target == "prompt":
             pred_ious, iou_err = self._prompt_iou_errors(outputs, targets)
+        else:
+            pred_ious = outputs["pred_ious"][batch_of_prompt, prompt_idx].float().gather(1, best[:, None]).squeeze(1)
+            iou_err = iou_score_loss(pred_ious, self._iou_target(dice_best))
         pred_boxes = outputs["pred_boxes"][batch_idx, query_idx].float()
         gt_boxes = torch.cat([t["ori_boxes"].to(device)[gt_idx[batch_idx == b]] for b, t in enumerate(targets)]).float()
         l1 = pick(box_l1_loss(pred_boxes, gt_boxes))
