@@ -2,9 +2,9 @@
 synthetic scene returns both the part and its whole object among its 6 levels.
 
 The thresholds record what the released checkpoint reaches (see models/builtin/MODEL_CARD.md):
-on these 8 scenes, 21 of 46 part clicks (46%) have both the part and its object matched with
-IoU >= 0.5 by some level (72% at IoU >= 0.3, 63% at IoU >= 0.4, 35% at IoU >= 0.6); the first
-released checkpoint got 17% at IoU >= 0.5, an untrained model 0%.
+on these 8 scenes, 30 of 46 part clicks (65%) have both the part and its object matched with
+IoU >= 0.5 by some level (87% at IoU >= 0.3, 76% at IoU >= 0.4); the second release got 46% at
+IoU >= 0.5, the first 17%, an untrained model 0%.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ SCENE_SEED = 2024
 NUM_SCENES = 8
 IMAGE_LONG_SIDE = 224  # the size the model was trained at (SAM.INPUT.IMAGE_SIZE)
 IOU_THRESHOLD = 0.5
-MIN_HIT_RATE = 0.4
+MIN_HIT_RATE = 0.55
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(CHECKPOINT), reason="built-in checkpoint not present")
 

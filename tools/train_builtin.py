@@ -60,13 +60,12 @@ def export_release_checkpoint(src: str, dst: str, half: bool = True) -> str:
     return dst
 
 
-def _run(cmd: Sequence[str], env: dict[str, str]) -> float:
-    shown = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("SAM_", "DETECTRON2")))
+def _run(cmd: Sequence[str], env: dict[str, str], threads: int) -> float:
+    # OMP_NUM_THREADS / MKL_NUM_THREADS from the environment take precedence over ``threads``.
+    full_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **os.environ, **env}
+    shown = " ".join(f"{k}={full_env[k]}" for k in full_env if k.startswith(("SAM_", "DETECTRON2", "OMP_NUM")))
     print(f"\n$ {shown} {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     start = time.time()
-    # One intra-op thread: on a busy machine two OpenMP threads that spin-wait for each other
-    # made training ~10x slower (set OMP_NUM_THREADS yourself to override).
-    full_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ, **env}
     subprocess.run(cmd, env=full_env, cwd=ROOT, check=True)
     return time.time() - start
 
@@ -78,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=CHECKPOINT, help="where the release checkpoint goes")
     p.add_argument("--skip-data", action="store_true", help="reuse the data in --data")
     p.add_argument("--skip-train", action="store_true", help="reuse OUTPUT_DIR/model_final.pth")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="intra-op threads (default: 2 = the 2 cores the recipe is timed on). On a busy machine use 1: "
+        "OpenMP threads that spin-wait for each other made a shared-core run ~10x slower",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides for training")
     args = p.parse_args(argv)
 
@@ -85,17 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = builtin_env(args.data)
     times = {}
     if not args.skip_data:
-        times["data"] = _run([py, "tools/make_builtin_data.py", "--output", args.data, "--no-progress"], {})
+        times["data"] = _run([py, "tools/make_builtin_data.py", "--output", args.data, "--no-progress"], {}, args.threads)
     if not args.skip_train:
         cmd = [py, "train_net.py", "--config-file", CONFIG, f"OUTPUT_DIR={args.output_dir}", *args.opts]
-        times["train"] = _run(cmd, env)
+        times["train"] = _run(cmd, env, args.threads)
     export_release_checkpoint(os.path.join(args.output_dir, "model_final.pth"), args.checkpoint)
     print(f"\nwrote {args.checkpoint} ({os.path.getsize(args.checkpoint) / 2**20:.1f} MiB)")
     cmd = [
         py, "train_net.py", "--eval_only", "--config-file", CONFIG,
         f"OUTPUT_DIR={os.path.join(args.output_dir, 'eval')}", f"MODEL.WEIGHTS={args.checkpoint}",
     ]
-    times["eval"] = _run(cmd, env)
+    times["eval"] = _run(cmd, env, args.threads)
     print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
     return 0
 
