@@ -205,11 +205,15 @@ class SemanticSamCriterion:
             if details is not None:
                 details["indices"] = indices
 
+        # the prompts' GT masks at logit resolution, shared by every layer's IoU-score term
+        prompt_gts = self._prompt_gts(targets, pred_masks) if self.iou_target == "prompt" else None
         losses: Dict[str, Tensor] = {}
         for suffix, layer, layer_outputs in layers:
             layer_details: Optional[Dict[str, Tensor]] = {} if details is not None else None
             if self.many_to_one:
-                layer_losses = self._many_to_one_losses(layer_outputs, targets, num_masks, rng, layer_details)
+                layer_losses = self._many_to_one_losses(
+                    layer_outputs, targets, num_masks, rng, layer_details, prompt_gts
+                )
             else:
                 layer_indices = indices
                 if self.match_each_layer and suffix != 0:
@@ -217,7 +221,7 @@ class SemanticSamCriterion:
                     if layer_details is not None:
                         layer_details["indices"] = layer_indices
                 layer_losses = self._many_to_many_losses(
-                    layer_outputs, targets, layer_indices, num_masks, rng, layer_details
+                    layer_outputs, targets, layer_indices, num_masks, rng, layer_details, prompt_gts
                 )
             if details is not None:
                 details["layers"][layer] = layer_details
@@ -256,12 +260,29 @@ class SemanticSamCriterion:
         target = 1 - dice
         return target.detach() if self.detach_iou_target else target
 
-    def _prompt_iou_errors(self, outputs: Dict[str, Any], targets: List[Dict[str, Any]]) -> Tuple[Tensor, Tensor]:
+    def _prompt_gts(self, targets: List[Dict[str, Any]], pred_masks: Tensor) -> List[Optional[Tuple[Tensor, Tensor]]]:
+        """Per image: the prompts that have a GT mask (n,) and those masks area-averaged to the
+        mask-logit size, (n, 1, h, w) in [0, 1] (masks smaller than a logit cell still count);
+        None for an image without such prompts."""
+        h, w = pred_masks.shape[-2:]
+        out: List[Optional[Tuple[Tensor, Tensor]]] = []
+        for target in targets:
+            gt_of_prompt = target["prompt_gt_inds"].to(pred_masks.device)
+            keep = (gt_of_prompt >= 0).nonzero().squeeze(1)
+            if len(keep) == 0:
+                out.append(None)
+                continue
+            gt = target["ori_masks"].to(pred_masks.device)[gt_of_prompt[keep]]
+            out.append((keep, F.interpolate(gt[:, None].float(), size=(h, w), mode="area")))
+        return out
+
+    def _prompt_iou_errors(
+        self, outputs: Dict[str, Any], prompt_gts: List[Optional[Tuple[Tensor, Tensor]]]
+    ) -> Tuple[Tensor, Tensor]:
         """IoU-score errors of all K outputs of every prompt against the prompt's own GT mask.
 
         The target is the binary IoU of the output (logits > 0, at the mask-logit resolution
-        (h, w)) with the GT mask the prompt was drawn from (``prompt_gt_inds``), the GT
-        area-averaged to (h, w) so that masks smaller than one logit cell still count:
+        (h, w)) with the GT mask the prompt was drawn from (from :meth:`_prompt_gts`):
         ``IoU = sum(p * g) / (sum(p) + sum(g) - sum(p * g))`` with p binary and g in [0, 1].
         No gradient reaches the masks.
 
@@ -271,15 +292,12 @@ class SemanticSamCriterion:
         pred_masks, k = outputs["pred_masks"], self.num_mask_tokens
         h, w = pred_masks.shape[-2:]
         preds, errs = [], []
-        for b, target in enumerate(targets):
-            gt_of_prompt = target["prompt_gt_inds"].to(pred_masks.device)
-            keep = (gt_of_prompt >= 0).nonzero().squeeze(1)
-            if len(keep) == 0:
+        for b, image_gts in enumerate(prompt_gts):
+            if image_gts is None:
                 continue
+            keep, gt = image_gts
             with torch.no_grad():
                 binary = (pred_masks[b].view(-1, k, h, w)[keep] > 0).float()
-                gt = target["ori_masks"].to(pred_masks.device)[gt_of_prompt[keep]]
-                gt = F.interpolate(gt[:, None].float(), size=(h, w), mode="area")
                 inter = (binary * gt).flatten(2).sum(-1)
                 union = binary.flatten(2).sum(-1) + gt.flatten(2).sum(-1) - inter
                 iou = inter / union.clamp(min=1e-6)
@@ -326,6 +344,7 @@ class SemanticSamCriterion:
         num_masks: float,
         rng: RandomSource,
         details: Optional[Dict[str, Tensor]],
+        prompt_gts: Optional[List[Optional[Tuple[Tensor, Tensor]]]] = None,
     ) -> Dict[str, Tensor]:
         pred_masks = outputs["pred_masks"]
         device = pred_masks.device
@@ -336,8 +355,8 @@ class SemanticSamCriterion:
             return self._zero_losses(outputs)
 
         bce, dice = self._point_losses(pred_masks, batch_idx, query_idx, gt_idx, targets, rng, details)
-        if self.iou_target == "prompt":
-            pred_ious, iou_err = self._prompt_iou_errors(outputs, targets)
+        if prompt_gts is not None:
+            pred_ious, iou_err = self._prompt_iou_errors(outputs, prompt_gts)
         else:
             pred_ious = outputs["pred_ious"].flatten(1)[batch_idx, query_idx].float()
             iou_err = iou_score_loss(pred_ious, self._iou_target(dice))
@@ -364,6 +383,7 @@ class SemanticSamCriterion:
         num_masks: float,
         rng: RandomSource,
         details: Optional[Dict[str, Tensor]],
+        prompt_gts: Optional[List[Optional[Tuple[Tensor, Tensor]]]] = None,
     ) -> Dict[str, Tensor]:
         pred_masks = outputs["pred_masks"]
         device = pred_masks.device
@@ -393,8 +413,8 @@ class SemanticSamCriterion:
             return per_output.view(-1, k).gather(1, best[:, None]).squeeze(1)
 
         bce_best, dice_best = pick(bce), pick(dice)
-        if self.iou_target == "prompt":
-            pred_ious, iou_err = self._prompt_iou_errors(outputs, targets)
+        if prompt_gts is not None:
+            pred_ious, iou_err = self._prompt_iou_errors(outputs, prompt_gts)
         else:
             pred_ious = outputs["pred_ious"][batch_of_prompt, prompt_idx].float().gather(1, best[:, None]).squeeze(1)
             iou_err = iou_score_loss(pred_ious, self._iou_target(dice_best))
