@@ -6,9 +6,14 @@ Train (N processes, one per GPU; on a machine without GPUs, N CPU processes with
         SAM.TRAIN.BATCH_SIZE_TOTAL=N
 Resume the last checkpoint in OUTPUT_DIR:
     python train_net.py --resume --num-gpus N --config-file ...
-Zero-shot COCO interactive evaluation:
-    python train_net.py --eval_only --resume --num-gpus N --config-file ... \
+Zero-shot COCO interactive evaluation of MODEL.WEIGHTS (or, with --resume and no MODEL.WEIGHTS, of the
+last checkpoint in OUTPUT_DIR):
+    python train_net.py --eval_only --num-gpus N --config-file ... \
         COCO.TEST.BATCH_SIZE_TOTAL=N MODEL.WEIGHTS=/path/to/weights.pth
+
+Resume is exact: model, optimizer, scheduler, grad scaler, iteration, the data stream's position and
+every process's random generators are checkpointed, so a killed and resumed run ends with the same
+weights as an uninterrupted one (same config and number of processes).
 """
 from __future__ import annotations
 
@@ -20,7 +25,6 @@ import sys
 import weakref
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, default_setup, hooks, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -28,11 +32,18 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from semantic_sam import build_model
-from semantic_sam.checkpoint import load_checkpoint
+from semantic_sam.checkpoint import apply_state_dict, load_checkpoint, state_dict_from_checkpoint
 from semantic_sam.config import load_config
+from semantic_sam.engine import (
+    CollectPerRankState,
+    TrainingCheckpointer,
+    capture_rng_state,
+    preserved_rng_state,
+    restore_rng_state,
+)
 from semantic_sam.evaluation import PromptedInference
 from semantic_sam.solver import build_lr_scheduler, build_optimizer
-from semantic_sam.utils.cli import exit_on_user_error
+from semantic_sam.utils.cli import UserError, exit_on_user_error
 
 import datasets.builtin as data_builtin
 
@@ -70,7 +81,9 @@ class Trainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = TrainingCheckpointer(
+            model, cfg.OUTPUT_DIR, per_rank_state=_PerRankState(self), trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -78,6 +91,10 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hook_list = super().build_hooks()
+        # On every process, before the (main-process-only) checkpointer and the collective hooks.
+        schedulers = [i for i, h in enumerate(hook_list) if isinstance(h, hooks.LRScheduler)]
+        collect = CollectPerRankState(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD)
+        hook_list.insert(schedulers[0] + 1 if schedulers else 0, collect)
         writers = [i for i, h in enumerate(hook_list) if isinstance(h, hooks.PeriodicWriter)]
         hook_list.insert(writers[0] if writers else len(hook_list), BadRowMetric())
         return hook_list
@@ -109,18 +126,63 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """COCO (or SA-1B) interactive evaluation; images without segments are counted, not fatal."""
-        return super().test(cfg, PromptedInference(_unwrap(model)), evaluators)
+        """COCO (or SA-1B) interactive evaluation; images without segments are counted, not fatal.
+        The random generators are left as they were, so that evaluating during training does not
+        change what the training draws next."""
+        with preserved_rng_state():
+            return super().test(cfg, PromptedInference(_unwrap(model)), evaluators)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["data"] = self._trainer.data_loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "data" in state_dict:
+            self._trainer.data_loader.load_state_dict(state_dict["data"])
+        else:
+            logger.warning("the checkpoint has no data-stream state: the data stream starts again from its seed")
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """Resume model, optimizer, scheduler, grad scaler and iteration from OUTPUT_DIR's last
-        checkpoint; without one (or without ``--resume``) load MODEL.WEIGHTS strictly."""
+        """Resume everything (model strictly, optimizer, scheduler, grad scaler, iteration, data
+        stream, random generators) from OUTPUT_DIR's newest readable checkpoint; without one (or
+        without ``--resume``) load MODEL.WEIGHTS strictly."""
         if resume and self.checkpointer.has_checkpoint():
-            self.checkpointer.resume_or_load("", resume=True)
+            extra = self.checkpointer.resume()
             self.start_iter = self.iter + 1
+            _restore_per_rank(extra.get("per_rank"), self._trainer.data_loader)
+            logger.info("Resumed from %s: training continues at iteration %d", extra["path"], self.start_iter)
             return
         _load_weights(self.model, self.cfg.MODEL.WEIGHTS)
         self.start_iter = 0
+
+
+class _PerRankState:
+    """What each process adds to a checkpoint: its random generators and its corrupt-row count."""
+
+    def __init__(self, trainer: Trainer):
+        self._trainer = weakref.proxy(trainer)
+
+    def __call__(self) -> dict:
+        return {"rng": capture_rng_state(), "bad_rows": int(self._trainer._trainer.data_loader.bad_rows)}
+
+
+def _restore_per_rank(per_rank: list[dict] | None, data_loader) -> None:
+    """Put this process's saved random generators and corrupt-row count back."""
+    world, rank = comm.get_world_size(), comm.get_rank()
+    if per_rank is not None and len(per_rank) == world:
+        restore_rng_state(per_rank[rank]["rng"])
+        data_loader.bad_rows = int(per_rank[rank]["bad_rows"])
+        return
+    saved = "none" if per_rank is None else f"{len(per_rank)} processes"
+    logger.warning(
+        "the checkpoint holds random-generator states for %s, this run has %d processes: the data stream "
+        "continues where it stopped, but the random draws differ from an uninterrupted run",
+        saved, world,
+    )
+    if per_rank is not None and rank == 0:
+        data_loader.bad_rows = sum(int(p["bad_rows"]) for p in per_rank)
 
 
 def _unwrap(model):
@@ -131,6 +193,26 @@ def _load_weights(model, path: str | None) -> None:
     if path:
         report = load_checkpoint(_unwrap(model), path, strict=True)
         logger.info("Loaded weights from %s: %s", path, report)
+
+
+def _load_eval_weights(cfg, model, resume: bool) -> str:
+    """Load the weights to evaluate, strictly: MODEL.WEIGHTS when set, else (with ``--resume``) the
+    newest readable checkpoint of OUTPUT_DIR. Returns the file's path."""
+    checkpointer = TrainingCheckpointer(model, cfg.OUTPUT_DIR)
+    if cfg.MODEL.WEIGHTS:
+        if resume and checkpointer.has_checkpoint():
+            logger.info("--resume: not used, MODEL.WEIGHTS names the weights to evaluate")
+        _load_weights(model, cfg.MODEL.WEIGHTS)
+        return cfg.MODEL.WEIGHTS
+    if resume and checkpointer.has_checkpoint():
+        path, checkpoint = checkpointer.newest_readable()
+        state, report = state_dict_from_checkpoint(checkpoint["model"], path)
+        apply_state_dict(_unwrap(model), state, report, strict=True)
+        return path
+    raise UserError(
+        "--eval_only needs weights: set MODEL.WEIGHTS=/path/to/weights.pth, or add --resume to evaluate the "
+        f"last checkpoint of OUTPUT_DIR ({cfg.OUTPUT_DIR}, which has none)"
+    )
 
 
 def _wrap_ddp(model):
@@ -169,10 +251,11 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        if args.resume and DetectionCheckpointer(model, cfg.OUTPUT_DIR).has_checkpoint():
-            DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load("", resume=True)
-        else:
-            _load_weights(model, cfg.MODEL.WEIGHTS)
+        weights = _load_eval_weights(cfg, model, args.resume)
+        logger.info("Evaluating the weights of %s", weights)
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = weights  # the evaluators record which weights they evaluated
+        cfg.freeze()
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Iterator
 
-from detectron2.data import DatasetCatalog, build_detection_train_loader
+from detectron2.data import DatasetCatalog
+from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 from semantic_sam.config import ConfigError
+from semantic_sam.data.train_stream import ResumableTrainLoader
 from semantic_sam.evaluation import build_evaluator as _build_evaluator
 
 from . import interactive_eval
@@ -16,7 +17,6 @@ from .sa1b_dataset_mapper import SA1BDatasetMapper
 __all__ = [
     "register_datasets",
     "unavailable_test_datasets",
-    "BadRowCountingLoader",
     "images_per_process",
     "build_train_loader",
     "build_test_loader",
@@ -52,24 +52,6 @@ def unavailable_test_datasets(cfg) -> dict[str, str]:
     return missing
 
 
-class BadRowCountingLoader:
-    """Wraps a training loader and counts, in ``bad_rows``, the corrupt rows the mappers skipped
-    (the sum of the batches' ``bad_rows``). The count is this process's; ``train_net.py`` sums it
-    over all processes into the ``data/bad_rows`` metric."""
-
-    def __init__(self, loader: Iterable[list[dict]]):
-        self.loader = loader
-        self.bad_rows = 0
-
-    def __iter__(self) -> Iterator[list[dict]]:
-        for batch in self.loader:
-            self.bad_rows += sum(int(d.get("bad_rows", 0)) for d in batch)
-            yield batch
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-
 def images_per_process(cfg, world_size: int) -> int:
     """``SAM.TRAIN.BATCH_SIZE_TOTAL / world_size``; a :class:`ConfigError` unless the total is a
     positive multiple of the number of processes."""
@@ -82,22 +64,31 @@ def images_per_process(cfg, world_size: int) -> int:
     return total // world_size
 
 
-def build_train_loader(cfg):
-    """Infinite loader over ``DATASETS.TRAIN`` (one SA-1B dataset) with the SA-1B mapper;
-    ``SAM.TRAIN.BATCH_SIZE_TOTAL`` images per iteration across all processes."""
+def build_train_loader(cfg) -> ResumableTrainLoader:
+    """Endless, resumable loader over ``DATASETS.TRAIN`` (one SA-1B dataset) with the SA-1B mapper;
+    ``SAM.TRAIN.BATCH_SIZE_TOTAL`` images per iteration across all processes.
+
+    The stream is seeded by ``SEED`` (a seed shared by the processes when ``SEED`` < 0) and every
+    record's augmentation by its position in the stream (see :mod:`semantic_sam.data.train_stream`),
+    so a resumed run reads exactly the records, augmented exactly as, an uninterrupted one. Training
+    images are all ``IMAGE_SIZE``² crops, so ``ASPECT_RATIO_GROUPING`` has nothing to group.
+    """
     names = list(cfg.DATASETS.TRAIN)
     if len(names) != 1:
         raise ConfigError(f"DATASETS.TRAIN: expected exactly one SA-1B dataset, got {names}")
-    images_per_process(cfg, comm.get_world_size())
+    world_size = comm.get_world_size()
+    per_process = images_per_process(cfg, world_size)
     mapper = SA1BDatasetMapper(cfg, is_train=True, dataset_name=names[0])
-    loader = build_detection_train_loader(
-        DatasetCatalog.get(names[0]),
-        mapper=mapper,
-        total_batch_size=cfg.SAM.TRAIN.BATCH_SIZE_TOTAL,
-        aspect_ratio_grouping=cfg.SAM.DATALOADER.ASPECT_RATIO_GROUPING,
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    return ResumableTrainLoader(
+        DatasetFromList(DatasetCatalog.get(names[0]), copy=False, serialize=True),
+        mapper,
+        seed=seed,
+        images_per_process=per_process,
+        rank=comm.get_rank(),
+        world_size=world_size,
         num_workers=cfg.SAM.DATALOADER.NUM_WORKERS,
     )
-    return BadRowCountingLoader(loader)
 
 
 def build_test_loader(cfg, dataset_name: str):

@@ -31,12 +31,17 @@ from typing import Any, Mapping, Union
 import torch
 from torch import Tensor, nn
 
+from .utils.atomic_write import atomic_torch_save
+
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "LoadReport",
+    "apply_state_dict",
     "load_checkpoint",
+    "read_checkpoint_file",
     "read_state_dict",
+    "state_dict_from_checkpoint",
     "save_release_checkpoint",
     "state_dict_for_release",
 ]
@@ -126,7 +131,15 @@ def _abbreviate(items: list, limit: int = 40) -> list:
 # ------------------------------------------------------------------------------------------------
 # Reading
 # ------------------------------------------------------------------------------------------------
-def _torch_load(path: str) -> Any:
+def read_checkpoint_file(path: PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, whatever the file's extension: the one way
+    this project reads a checkpoint. A file that needs arbitrary unpickling is refused.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable (truncated, not a checkpoint) or needs arbitrary unpickling.
+    """
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
@@ -154,7 +167,12 @@ def read_state_dict(path: PathLike) -> tuple[dict[str, Tensor], LoadReport]:
         CheckpointError: unreadable, needs arbitrary unpickling, or holds no tensors.
     """
     path = os.fspath(path)
-    obj = _torch_load(path)
+    return state_dict_from_checkpoint(read_checkpoint_file(path), path)
+
+
+def state_dict_from_checkpoint(obj: Any, path: str) -> tuple[dict[str, Tensor], LoadReport]:
+    """What :func:`read_state_dict` does after reading: ``obj`` is the loaded file, ``path`` names it
+    in messages. Floating-point tensors must be finite (NaN or infinite weights are refused)."""
     report = LoadReport(path=path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
@@ -176,6 +194,11 @@ def read_state_dict(path: PathLike) -> tuple[dict[str, Tensor], LoadReport]:
         state[key] = value
     if not state:
         raise CheckpointError(f"checkpoint {path} contains no tensors ({report.layout} layout)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {', '.join(bad[:3])}"
+        )
     return state, report
 
 
@@ -208,6 +231,13 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> Lo
         FileNotFoundError, CheckpointError, CheckpointMismatchError.
     """
     state, report = read_state_dict(path)
+    return apply_state_dict(model, state, report, strict)
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, Tensor], report: LoadReport, strict: bool) -> LoadReport:
+    """Copy ``state`` (from :func:`read_state_dict` or :func:`state_dict_from_checkpoint`) into
+    ``model`` with :func:`load_checkpoint`'s rules; fills and returns ``report``."""
+    state = dict(state)
     expected = model.state_dict()
 
     # Fill alias names that the checkpoint does not store; flag aliases stored with different values.
@@ -257,8 +287,7 @@ def state_dict_for_release(model: nn.Module) -> dict[str, Tensor]:
 
 
 def save_release_checkpoint(model: nn.Module, path: PathLike) -> str:
-    """Write ``state_dict_for_release(model)`` with ``torch.save`` (readable by the reference too)."""
+    """Write ``state_dict_for_release(model)`` with ``torch.save``, atomically (readable by the reference too)."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(state_dict_for_release(model), path)
-    return path
+    return atomic_torch_save(state_dict_for_release(model), path)

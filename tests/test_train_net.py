@@ -171,9 +171,8 @@ class FileNames:
             self.names += [d["file_name"] for d in batch]
             yield batch
 
-    @property
-    def bad_rows(self):
-        return self.loader.bad_rows
+    def __getattr__(self, name):  # bad_rows, state_dict, ...: the wrapped loader's
+        return getattr(self.loader, name)
 
 
 class RecordingTrainer(train_net.Trainer):
@@ -329,6 +328,80 @@ def test_resume_continues_from_the_checkpoint(data, tmp_path, monkeypatch, one_t
     assert steps == {4.0}  # AdamW's step count continued from 2
     iterations = [m["iteration"] for m in _metrics(out) if "total_loss" in m]
     assert iterations[-1] == 3
+
+
+# train_net.py that dies like a killed process (os._exit: no cleanup, data workers still running)
+# right after the step of iteration $CRASH_AFTER_ITER, once every process has passed its hooks.
+_CRASHING_TRAIN_NET = '''
+import os
+
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+import train_net
+
+
+class Crash(HookBase):
+    def after_step(self):
+        if self.trainer.iter == int(os.environ["CRASH_AFTER_ITER"]):
+            comm.synchronize()
+            os._exit(9)
+
+
+class CrashingTrainer(train_net.Trainer):
+    def build_hooks(self):
+        return super().build_hooks() + [Crash()]
+
+
+train_net.Trainer = CrashingTrainer
+
+if __name__ == "__main__":
+    train_net.invoke_main()
+'''
+
+
+def _final_state(out: str) -> dict:
+    ckpt = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
+    return {"model": ckpt["model"], "optimizer": _optimizer_state(ckpt), "iteration": ckpt["iteration"],
+            "data": ckpt["trainer"]["data"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes, workers", [(1, 2), (2, 1)], ids=["1-process-2-workers", "2-processes"])
+def test_killed_and_resumed_run_ends_with_the_same_model(data, tmp_path, processes, workers):
+    """6 iterations straight through vs. killed after iteration 3 and resumed with --resume: the final
+    weights, optimizer state and data-stream state are bit-identical. The straight run uses no data
+    workers: what a step trains on does not depend on the workers either."""
+    script = tmp_path / "crashing_train_net.py"
+    script.write_text(_CRASHING_TRAIN_NET)
+    opts = ["--num-gpus", str(processes), "--dist-url", "auto", "--config-file", TINY, *SMALL,
+            "SOLVER.MAX_ITER=6", "SOLVER.CHECKPOINT_PERIOD=2", f"SAM.TRAIN.BATCH_SIZE_TOTAL={processes}"]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    _check_ok(_run([*opts, f"OUTPUT_DIR={straight}", "SAM.DATALOADER.NUM_WORKERS=0"], data["tsv"], data["no_coco"]))
+
+    with_workers = [*opts, f"OUTPUT_DIR={killed}", f"SAM.DATALOADER.NUM_WORKERS={workers}"]
+    os.environ["CRASH_AFTER_ITER"] = "3"
+    try:
+        proc = _run(with_workers, data["tsv"], data["no_coco"], script=str(script))
+    finally:
+        del os.environ["CRASH_AFTER_ITER"]
+    assert proc.returncode != 0
+    assert not os.path.exists(os.path.join(killed, "model_final.pth"))
+    with open(os.path.join(killed, "last_checkpoint")) as f:
+        assert f.read() == "model_0000003.pth"
+
+    proc = _run(["--resume", *with_workers], data["tsv"], data["no_coco"])
+    _check_ok(proc)
+    assert "Starting training from iteration 4" in proc.stdout
+    a, b = _final_state(straight), _final_state(killed)
+    assert a["iteration"] == b["iteration"] == 5
+    assert a["data"] == b["data"] == {"seed": 0, "position": 6 * processes}
+    _assert_same(a["optimizer"], b["optimizer"])
+    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, f"{len(differ)} of {len(a['model'])} tensors differ, e.g. {differ[:5]}"
+    # The resumed run trained: its weights are not those of the checkpoint it started from.
+    start = torch.load(os.path.join(killed, "model_0000003.pth"), weights_only=True)["model"]
+    assert any(not torch.equal(start[k], b["model"][k]) for k in start)
 
 
 # ------------------------------------------------------------------------------------------ 4. eval
