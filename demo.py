@@ -12,7 +12,10 @@ Headless (no browser)::
     python demo.py --config CFG --ckpt CKPT --image examples/synthetic_1.jpg --auto --level 3 --output out/
 
 Trailing ``KEY=VALUE`` arguments override config keys. Exit status 2 means bad arguments, config,
-checkpoint or image (the message says which).
+checkpoint or image (the message says which). Images are resized to a 640-pixel short side with the
+long side capped at 2560 (``--short-side``, ``--max-size``); images more elongated than 20:1, with
+more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels, or with NaN / out-of-range float pixels are refused
+(see :mod:`semantic_sam.utils.image_io`). The web app accepts uploads up to 50 MB.
 """
 
 import argparse
@@ -20,6 +23,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any, Sequence
@@ -31,6 +35,7 @@ logger = logging.getLogger("demo")
 DEFAULT_PORT = 6082
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 LEVEL_CHOICES = [1, 2, 3, 4, 5, 6]
+MAX_UPLOAD_SIZE = "50mb"  # web app: larger uploads are refused by gradio before they are decoded
 
 
 class UsageError(Exception):
@@ -66,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the built-in model's own test size for the built-in model)",
     )
     model.add_argument(
+        "--max-size",
+        type=int,
+        default=None,
+        help="cap on the resized long side (default: 2560, so images up to 4:1 keep the 640 short side; "
+        "the built-in model's own test size for the built-in model)",
+    )
+    model.add_argument(
         "--precision",
         default="fp32",
         choices=["fp32", "bf16"],
@@ -95,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    for name in ("short_side", "max_size", "points_per_side"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("pred_iou_thresh", "stability_score_thresh"):
+        if not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
     if args.image is None:
         for name in ("point", "box", "auto", "output"):
             if getattr(args, name):
@@ -118,6 +137,7 @@ def load_model(args: argparse.Namespace):
     from semantic_sam.build import build_model
     from semantic_sam.checkpoint import CheckpointError, load_checkpoint
     from semantic_sam.config import ConfigError, load_config
+    from semantic_sam.predictor import DEFAULT_MAX_SIZE
 
     overrides = [o for o in (args.opts or []) if o != "--"]
     if (args.config is None) != (args.ckpt is None):
@@ -143,11 +163,11 @@ def load_model(args: argparse.Namespace):
         load_checkpoint(model, args.ckpt)
     except (FileNotFoundError, CheckpointError) as e:
         raise UsageError(f"checkpoint: {e}") from None
-    args.max_size = None
+    # the built-in model: the scale it was trained at, long side at most MAX_SIZE_TEST
     if args.short_side is None:
         args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if builtin else 640
-    if builtin:  # the scale it was trained at: long side at most MAX_SIZE_TEST
-        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST
+    if args.max_size is None:
+        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if builtin else DEFAULT_MAX_SIZE
     return model.eval()
 
 
@@ -247,10 +267,17 @@ def run_headless(args: argparse.Namespace, model) -> dict:
                     )
                 prompts_json.append({"type": prompt["type"], "coords": prompt["coords"], "masks": entries})
             out.update(mode="interactive", levels=list(args.levels), prompts=prompts_json)
-    except ValueError as e:  # bad prompts or levels
+    except ValueError as e:  # bad prompts or levels, a refused image shape
         raise UsageError(str(e)) from None
+    try:
+        text = json.dumps(out, allow_nan=False)
+    except ValueError:
+        raise UsageError(
+            "the model returned a non-finite score (NaN or infinity); masks.json not written "
+            "(check the checkpoint)"
+        ) from None
     with open(os.path.join(args.output, "masks.json"), "w") as f:
-        json.dump(out, f)
+        f.write(text)
     return out
 
 
@@ -273,6 +300,7 @@ class _EncodedImage:
     def ensure(self, image: np.ndarray) -> None:
         key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() + str(image.shape)
         if key != self.key:
+            self.key = None  # stays None if set_image refuses the image
             self.predictor.set_image(image)
             self.key = key
 
@@ -284,12 +312,25 @@ def build_app(
     examples: Sequence[str] | None = None,
     precision: str = "fp32",
 ):
-    """The gradio Blocks app: an interactive tab and an automatic-generation tab."""
+    """The gradio Blocks app: an interactive tab and an automatic-generation tab.
+
+    ``max_size`` caps the resized long side (None: ``semantic_sam.predictor.DEFAULT_MAX_SIZE``, 2560).
+    Uploads reach the handlers as PIL images in their own mode, so 16-bit and float files are
+    converted (or refused) by :func:`~semantic_sam.utils.image_io.to_rgb_uint8`, as files read by
+    the headless mode.
+    """
     import gradio as gr
 
-    from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, SemanticSamPredictor, to_rgb_uint8
+    from semantic_sam.predictor import (
+        DEFAULT_MAX_SIZE,
+        SemanticSamAutomaticMaskGenerator,
+        SemanticSamPredictor,
+        to_rgb_uint8,
+    )
     from utils.visualizer import draw_box, draw_click, render_auto_masks
 
+    if max_size is None:
+        max_size = DEFAULT_MAX_SIZE
     encoded = _EncodedImage(SemanticSamPredictor(model, short_side=short_side, max_size=max_size, precision=precision))
     if examples is None:
         examples = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.jpg")) + glob.glob(os.path.join(EXAMPLES_DIR, "*.png")))
@@ -297,10 +338,19 @@ def build_app(
     def empty_state() -> dict:
         return {"corner": None}
 
+    def rgb_image(image) -> np.ndarray:
+        """The upload as (H, W, 3) uint8, encoded; a refused image becomes a message in the UI."""
+        try:
+            rgb = to_rgb_uint8(image)
+            encoded.ensure(rgb)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        return rgb
+
     def on_image_change(image):
         if image is None:
             return empty_state(), [], [], None, "Upload an image or pick a sample."
-        encoded.ensure(to_rgb_uint8(image))
+        rgb_image(image)
         return empty_state(), [], [], None, "Image encoded. Click on it to segment (or switch to box mode)."
 
     def on_click(image, mode, levels, score_thresh, state, evt: gr.SelectData):
@@ -308,9 +358,8 @@ def build_app(
             raise gr.Error("Upload an image first.")
         if not levels:
             raise gr.Error("Choose at least one level.")
-        image = to_rgb_uint8(image)
+        image = rgb_image(image)
         x, y = float(evt.index[0]), float(evt.index[1])
-        encoded.ensure(image)
         state = dict(state or empty_state())
         if mode.startswith("box"):
             if state["corner"] is None:
@@ -343,13 +392,16 @@ def build_app(
     def on_generate(image, level_choice, points_per_side):
         if image is None:
             raise gr.Error("Upload an image first.")
-        image = to_rgb_uint8(image)
         level = LEVEL_CHOICES if level_choice == "All levels" else [int(level_choice.split()[-1])]
         gen = SemanticSamAutomaticMaskGenerator(
             model, points_per_side=int(points_per_side), level=level, short_side=short_side, max_size=max_size,
             precision=precision,
         )
-        records = gen.generate(image)
+        try:
+            image = to_rgb_uint8(image)
+            records = gen.generate(image)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
         overlay = render_auto_masks(image, [r["segmentation"] for r in records])
         return overlay, f"{len(records)} mask(s) at {level_choice.lower()} ({int(points_per_side)}^2 points)."
 
@@ -364,8 +416,8 @@ def build_app(
                 state = gr.State(empty_state())
                 with gr.Row():
                     with gr.Column():
-                        image = gr.Image(label="Image (click to segment)", type="numpy", sources=["upload", "clipboard"],
-                                         elem_id="input-image", format="png")
+                        image = gr.Image(label="Image (click to segment)", type="pil", image_mode=None,
+                                         sources=["upload", "clipboard"], elem_id="input-image", format="png")
                         mode = gr.Radio(["point", "box (click two corners)"], value="point", label="Prompt", elem_id="prompt-mode")
                         levels = gr.CheckboxGroup(LEVEL_CHOICES, value=LEVEL_CHOICES, label="Levels", elem_id="levels")
                         score = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Minimum predicted IoU (the best mask is always shown)")
@@ -384,7 +436,8 @@ def build_app(
             with gr.Tab("Automatic", id="automatic"):
                 with gr.Row():
                     with gr.Column():
-                        auto_image = gr.Image(label="Image", type="numpy", sources=["upload", "clipboard"], elem_id="auto-image")
+                        auto_image = gr.Image(label="Image", type="pil", image_mode=None,
+                                              sources=["upload", "clipboard"], elem_id="auto-image")
                         level_choice = gr.Radio(["All levels"] + [f"Level {i}" for i in LEVEL_CHOICES], value="All levels",
                                                 label="Granularity", elem_id="auto-level")
                         pps = gr.Slider(4, 64, value=32, step=1, label="Points per side", elem_id="auto-pps")
@@ -413,10 +466,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {n} mask(s) to {os.path.join(args.output, 'masks.json')}")
             return 0
         app = build_app(model, short_side=args.short_side, max_size=args.max_size, precision=args.precision)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        from semantic_sam.utils.cli import user_error_message  # the package's user errors, files
+
+        message = str(e) if isinstance(e, UsageError) else user_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share)
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_SIZE
+    )
     return 0
 
 

@@ -29,6 +29,7 @@ from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTraine
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch.multiprocessing import ProcessExitedException
 from torch.nn.parallel import DistributedDataParallel
 
 from semantic_sam import build_model
@@ -43,7 +44,7 @@ from semantic_sam.engine import (
 )
 from semantic_sam.evaluation import PromptedInference
 from semantic_sam.solver import build_lr_scheduler, build_optimizer
-from semantic_sam.utils.cli import UserError, exit_on_user_error
+from semantic_sam.utils.cli import UserError, check_launch_args, exit_on_user_error
 
 import datasets.builtin as data_builtin
 
@@ -120,9 +121,9 @@ class Trainer(DefaultTrainer):
         return data_builtin.build_test_loader(cfg, dataset_name)
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None, weights: str | None = None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return data_builtin.build_evaluator(cfg, dataset_name, output_folder)
+        return data_builtin.build_evaluator(cfg, dataset_name, output_folder, weights)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -253,10 +254,8 @@ def main(args):
         model = Trainer.build_model(cfg)
         weights = _load_eval_weights(cfg, model, args.resume)
         logger.info("Evaluating the weights of %s", weights)
-        cfg.defrost()
-        cfg.MODEL.WEIGHTS = weights  # the evaluators record which weights they evaluated
-        cfg.freeze()
-        results = Trainer.test(cfg, model)
+        evaluators = [Trainer.build_evaluator(cfg, name, weights=weights) for name in cfg.DATASETS.TEST]
+        results = Trainer.test(cfg, model, evaluators)
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
@@ -288,20 +287,32 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _launched_main(args):
+    """``main`` in a launched process: a user error prints its one-line message and ends the
+    process with status 2, which :func:`invoke_main` passes on."""
+    return exit_on_user_error(main)(args)
+
+
 @exit_on_user_error
 def invoke_main() -> None:
     args = argument_parser().parse_args()
+    check_launch_args(args.num_gpus, args.num_machines, args.machine_rank)
     cfg = load_config(args.config_file, args.opts)  # fail fast, before spawning processes
     if not args.eval_only:
         data_builtin.images_per_process(cfg, args.num_gpus * args.num_machines)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            _launched_main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except ProcessExitedException as e:
+        if e.exit_code == 2:  # a process reported a user error (its message is above)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

@@ -95,5 +95,5 @@ def build_test_loader(cfg, dataset_name: str):
     return interactive_eval.build_test_loader(cfg, dataset_name)
 
 
-def build_evaluator(cfg, dataset_name: str, output_dir: str):
-    return _build_evaluator(cfg, dataset_name, output_dir)
+def build_evaluator(cfg, dataset_name: str, output_dir: str, weights: str | None = None):
+    return _build_evaluator(cfg, dataset_name, output_dir, weights)

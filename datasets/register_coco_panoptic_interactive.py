@@ -18,12 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Any
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from semantic_sam.utils.cli import UserError
 
 __all__ = [
     "COCO_INTERACTIVE_VAL",
     "EVALUATOR_TYPE",
+    "PanopticJSONError",
     "coco_panoptic_val_paths",
     "dataset_root",
     "load_coco_panoptic_interactive",
@@ -66,14 +70,77 @@ def _missing(path: str, what: str) -> FileNotFoundError:
     )
 
 
+class PanopticJSONError(ValueError, UserError):
+    """The COCO panoptic JSON cannot be used; the one-line message names the file and the key.
+
+    A ``ValueError`` and a :class:`~semantic_sam.utils.cli.UserError` (command-line tools exit
+    with status 2 and the message).
+    """
+
+
+def _read_panoptic_json(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise PanopticJSONError(f"{path}: cannot read the panoptic JSON ({e.strerror or e})") from None
+    if not raw.strip():
+        raise PanopticJSONError(f"{path}: the panoptic JSON is empty")
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as e:
+        raise PanopticJSONError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise PanopticJSONError(
+            f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; truncated download?)"
+        ) from None
+    if not isinstance(data, dict):
+        raise PanopticJSONError(
+            f"{path}: not a COCO panoptic JSON (expected an object with 'images', 'annotations' and 'categories', "
+            f"got {type(data).__name__})"
+        )
+    return data
+
+
+def _items(data: dict, key: str, path: str, required: bool = True) -> list[dict]:
+    """``data[key]``: a list of objects (``[]`` when absent and not required)."""
+    if key not in data:
+        if required:
+            raise PanopticJSONError(f"{path}: not a COCO panoptic JSON (no {key!r} list)")
+        return []
+    items = data[key]
+    if not isinstance(items, list):
+        raise PanopticJSONError(f"{path}: {key!r} must be a list, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PanopticJSONError(f"{path}: {key}[{i}] must be an object, got {type(item).__name__}")
+    return items
+
+
+def _field(item: dict, name: str, types: type | tuple, where: str, path: str) -> Any:
+    if name not in item:
+        raise PanopticJSONError(f"{path}: {where} has no {name!r}")
+    value = item[name]
+    if isinstance(value, bool) or not isinstance(value, types):
+        expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise PanopticJSONError(f"{path}: {where}.{name} must be {expected}, got {value!r:.60}")
+    return value
+
+
 def load_coco_panoptic_interactive(image_root: str, panoptic_root: str, panoptic_json: str) -> list[dict]:
     """Read the panoptic JSON into detectron2 dataset dicts (one per image, JSON order).
+
+    Checks the parts of the JSON that are used: ``images`` (``id``, ``file_name``, ``height``,
+    ``width``), ``annotations`` (``image_id``, ``file_name``, a ``segments_info`` list of
+    segments with ``id`` and ``category_id``) and, when present, ``categories`` (``id``; a
+    category's ``isthing`` defaults to 1).
 
     Raises:
         FileNotFoundError: a folder or the JSON is missing (the message names the expected
             path and the environment variable that sets the root).
-        ValueError: the JSON lacks ``images``/``annotations`` or an annotation names an
-            unknown image.
+        PanopticJSONError: the JSON is empty, truncated or not JSON, lacks a key, has a value
+            of the wrong type, has no annotations, or an annotation names an unknown image
+            (one line naming the file and the key).
     """
     for path, what, check in (
         (image_root, "image folder", os.path.isdir),
@@ -82,28 +149,48 @@ def load_coco_panoptic_interactive(image_root: str, panoptic_root: str, panoptic
     ):
         if not check(path):
             raise _missing(path, what)
-    with open(panoptic_json, encoding="utf-8") as f:
-        data = json.load(f)
-    for key in ("images", "annotations"):
-        if key not in data:
-            raise ValueError(f"{panoptic_json}: not a COCO panoptic JSON (no {key!r} list)")
-    isthing = {c["id"]: bool(c.get("isthing", 1)) for c in data.get("categories", [])}
-    images = {img["id"]: img for img in data["images"]}
+    p = panoptic_json
+    data = _read_panoptic_json(p)
+    images = _items(data, "images", p)
+    annotations = _items(data, "annotations", p)
+    categories = _items(data, "categories", p, required=False)
+    if not annotations:
+        raise PanopticJSONError(f"{p}: 'annotations' is empty (no image to evaluate)")
+
+    isthing = {}
+    for i, c in enumerate(categories):
+        isthing[_field(c, "id", int, f"categories[{i}]", p)] = bool(c.get("isthing", 1))
+    by_id = {}
+    for i, img in enumerate(images):
+        where = f"images[{i}]"
+        by_id[_field(img, "id", (int, str), where, p)] = img
+        _field(img, "file_name", str, where, p)
+        _field(img, "height", int, where, p)
+        _field(img, "width", int, where, p)
     dicts = []
-    for ann in data["annotations"]:
-        img = images.get(ann["image_id"])
+    for i, ann in enumerate(annotations):
+        where = f"annotations[{i}]"
+        image_id = _field(ann, "image_id", (int, str), where, p)
+        file_name = _field(ann, "file_name", str, where, p)
+        img = by_id.get(image_id)
         if img is None:
-            raise ValueError(
-                f"{panoptic_json}: annotation {ann.get('file_name')!r} names unknown image_id {ann['image_id']!r}"
-            )
-        segments = [dict(s, isthing=isthing.get(s["category_id"], True)) for s in ann.get("segments_info", [])]
+            raise PanopticJSONError(f"{p}: {where} ({file_name!r}) names unknown image_id {image_id!r}")
+        segments_info = _field(ann, "segments_info", list, where, p)
+        segments = []
+        for j, seg in enumerate(segments_info):
+            seg_where = f"{where}.segments_info[{j}]"
+            if not isinstance(seg, dict):
+                raise PanopticJSONError(f"{p}: {seg_where} must be an object, got {type(seg).__name__}")
+            _field(seg, "id", int, seg_where, p)
+            category_id = _field(seg, "category_id", int, seg_where, p)
+            segments.append(dict(seg, isthing=isthing.get(category_id, True)))
         dicts.append(
             {
                 "file_name": os.path.join(image_root, img["file_name"]),
                 "image_id": img["id"],
                 "height": img["height"],
                 "width": img["width"],
-                "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
+                "pan_seg_file_name": os.path.join(panoptic_root, file_name),
                 "segments_info": segments,
             }
         )

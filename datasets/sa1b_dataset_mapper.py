@@ -5,11 +5,14 @@ so the image fits in ``IMAGE_SIZE`` x U(``MIN_SCALE``, ``MAX_SCALE``) (the long 
 ~1024), then a fixed-size crop/pad to ``IMAGE_SIZE``² (image padded with 128 at the bottom
 and right). Evaluation: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` (800, 1333).
 
-Corrupt records (bad base64 or JSON, RLE size not the image size, no masks, or no mask
-left after augmentation) are logged once per record and process, counted, and replaced by
-another record chosen deterministically from the failing index (a fixed stride that visits
-every record once); after ``max_retries`` corrupt replacements in a row the mapper raises
-:class:`CorruptDatasetError`.
+Corrupt records (bad base64 or JSON, RLE size not the image size, RLE runs that do not cover
+the image, no masks, or no mask left after augmentation) are logged once per record and
+process and counted. In training (``replace_corrupt``) each is replaced by another record
+chosen deterministically from the failing index (a fixed stride that visits every record
+once); after ``max_retries`` corrupt replacements in a row the mapper raises
+:class:`CorruptDatasetError`. In evaluation nothing is substituted: the
+:class:`~semantic_sam.data.sa1b.CorruptRecordError` propagates (the evaluation mapper turns it
+into a skipped record).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from semantic_sam.data.sa1b import CorruptRecordError, SA1BRecord, decode_rle
+from semantic_sam.errors import UserError
 
 from .register_sa1b import get_sa1b_source
 
@@ -38,7 +42,7 @@ IMAGE_PAD_VALUE = 128.0
 MASK_PAD_VALUE = 0
 
 
-class CorruptDatasetError(RuntimeError):
+class CorruptDatasetError(RuntimeError, UserError):
     """A record and every replacement tried for it were corrupt."""
 
 
@@ -83,7 +87,8 @@ class SA1BDatasetMapper:
     2. Apply the augmentations to the image and, mask by mask, to the decoded RLEs.
     3. Build ``Instances``: ``gt_masks`` (BitMasks), ``gt_boxes`` (tight boxes of the
        augmented masks, XYXY pixels), ``gt_classes`` (zeros); drop empty instances.
-    4. On a corrupt record, log it once, count it and map a replacement record instead.
+    4. On a corrupt record, log it once and count it; then map a replacement record instead
+       (``replace_corrupt``, training) or raise its ``CorruptRecordError`` (evaluation).
 
     Returns a dict with ``"image"`` uint8 (3, H', W') in ``image_format`` order,
     ``"instances"``, ``"height"``/``"width"`` (original image size), ``"file_name"``,
@@ -101,6 +106,7 @@ class SA1BDatasetMapper:
         augmentations: Sequence[T.Augmentation | T.Transform],
         image_format: str = "RGB",
         max_retries: int = 100,
+        replace_corrupt: bool | None = None,
     ):
         """
         Args:
@@ -110,6 +116,9 @@ class SA1BDatasetMapper:
             augmentations: detectron2 augmentations applied in order.
             image_format: "RGB" or "BGR".
             max_retries: corrupt replacement records tried before giving up (>= 0).
+            replace_corrupt: replace a corrupt record by another one (training); when False
+                (evaluation, where a substitute would be scored in its place) raise its
+                ``CorruptRecordError`` instead. Default: ``is_train``.
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -120,6 +129,7 @@ class SA1BDatasetMapper:
         self.augmentations = T.AugmentationList(list(augmentations))
         self.image_format = image_format
         self.max_retries = int(max_retries)
+        self.replace_corrupt = bool(is_train if replace_corrupt is None else replace_corrupt)
         self.bad_rows = 0
         self._known_bad: set[int] = set()
         self._logged: set[int] = set()
@@ -141,6 +151,7 @@ class SA1BDatasetMapper:
             "augmentations": build_transform_gen(cfg.SAM.INPUT, is_train),
             "image_format": cfg.SAM.INPUT.FORMAT,
             "max_retries": cfg.SAM.DATASET.CORRUPT_ROW_RETRIES,
+            "replace_corrupt": is_train,
         }
 
     # -- corrupt-record policy -----------------------------------------------------------------
@@ -157,10 +168,19 @@ class SA1BDatasetMapper:
             self._known_bad.add(index)
         if index not in self._logged:
             self._logged.add(index)
-            logger.warning("skipping corrupt SA-1B record, %s: %s (a replacement is used)", err.where, err.reason)
+            what = "a replacement is used" if self.replace_corrupt else "not replaced"
+            logger.warning("skipping corrupt SA-1B record, %s: %s (%s)", err.where, err.reason, what)
 
     def __call__(self, dataset_dict: dict) -> dict:
         index = self.source.index_of(dataset_dict)
+        if not self.replace_corrupt:
+            try:
+                out = self.map_record(self.source.load(index))
+            except CorruptRecordError as e:
+                self._record_bad(index, e)
+                raise
+            out["bad_rows"] = 0
+            return out
         skipped = 0
         last_err: CorruptRecordError | None = None
         for candidate in self._candidates(index):
@@ -186,7 +206,8 @@ class SA1BDatasetMapper:
 
     # -- one record ----------------------------------------------------------------------------
     def map_record(self, record: SA1BRecord) -> dict:
-        """Augment one validated record; raises ``CorruptRecordError`` if no mask survives."""
+        """Augment one validated record (from ``source.load``: its RLE runs are not checked
+        again); raises ``CorruptRecordError`` if no mask survives."""
         image = record.image
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
@@ -198,7 +219,9 @@ class SA1BDatasetMapper:
         # is small in cache; masks emptied by the crop are dropped.
         masks, boxes = [], []
         for k, ann in enumerate(record.annotations):
-            m = transforms.apply_segmentation(decode_rle(ann["segmentation"], f"{record.where} annotation {k}"))
+            # The record's RLEs were checked when it was loaded (validate_annotations).
+            rle = decode_rle(ann["segmentation"], f"{record.where} annotation {k}", check_counts=False)
+            m = transforms.apply_segmentation(rle)
             rows, cols = m.any(axis=1), m.any(axis=0)
             if not rows.any():
                 continue

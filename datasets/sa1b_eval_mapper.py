@@ -1,17 +1,22 @@
 """SA-1B evaluation mapper for the multi-granularity 1-IoU (one click per GT mask)."""
 from __future__ import annotations
 
+import logging
 import zlib
 
 import numpy as np
 import torch
 from detectron2.config import configurable
 
+from semantic_sam.data.sa1b import CorruptRecordError
 from semantic_sam.evaluation.click_simulation import CLICK_METHODS, clicks_from_masks
+from semantic_sam.evaluation.interactive_evaluator import skipped_record_input
 
 from .sa1b_dataset_mapper import SA1BDatasetMapper
 
 __all__ = ["SA1BEvalMapper"]
+
+logger = logging.getLogger(__name__)
 
 
 class SA1BEvalMapper:
@@ -26,6 +31,11 @@ class SA1BEvalMapper:
     Adds ``points`` (P, 2) float pixel (x, y) and ``click_gt_index`` (P,) to the base mapper's
     dict and sets ``height``/``width`` to the resized size (the IoUs are computed there);
     the original size moves to ``orig_height``/``orig_width``.
+
+    A corrupt record is never replaced by another image (which would then be scored twice):
+    the mapper logs its location and returns
+    :func:`~semantic_sam.evaluation.interactive_evaluator.skipped_record_input`, which the
+    model does not see and the evaluators count in ``num_skipped_records``.
     """
 
     @configurable
@@ -36,6 +46,8 @@ class SA1BEvalMapper:
             )
         if max_clicks_per_image < 0:
             raise ValueError(f"TEST.MULTI_GRANULARITY.MAX_CLICKS_PER_IMAGE must be >= 0, got {max_clicks_per_image}")
+        if base.replace_corrupt:
+            raise ValueError("SA1BEvalMapper: the base mapper must not replace corrupt records (replace_corrupt=False)")
         self.base = base
         self.click_method = click_method
         self.max_clicks_per_image = int(max_clicks_per_image)
@@ -56,7 +68,11 @@ class SA1BEvalMapper:
         return torch.from_numpy(np.sort(rng.choice(num_masks, self.max_clicks_per_image, replace=False)))
 
     def __call__(self, dataset_dict: dict) -> dict:
-        out = self.base(dataset_dict)
+        try:
+            out = self.base(dataset_dict)
+        except CorruptRecordError as e:
+            logger.warning("SA-1B evaluation: skipping corrupt record %s: %s", e.where, e.reason)
+            return skipped_record_input(e.where, e.reason)
         masks = out["instances"].gt_masks.tensor
         chosen = self._chosen(len(masks), out.get("image_id"), out.get("file_name", ""))
         out["orig_height"], out["orig_width"] = out["height"], out["width"]

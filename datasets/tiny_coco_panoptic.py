@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from typing import Sequence
 
 import numpy as np
 from panopticapi.utils import id2rgb
@@ -82,14 +84,20 @@ def write_tiny_coco_panoptic(root: str, seed: int = 0) -> dict:
     return data
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; a root that cannot be written exits with status 2 and an ``error:`` line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="dataset root (what $DETECTRON2_DATASETS will point to)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    write_tiny_coco_panoptic(args.root, args.seed)
+    args = parser.parse_args(argv)
+    try:
+        write_tiny_coco_panoptic(args.root, args.seed)
+    except OSError as e:
+        print(f"error: cannot write the tiny COCO panoptic dataset under {args.root}: {e}", file=sys.stderr)
+        return 2
     print(f"wrote a tiny COCO panoptic val2017 under {os.path.join(args.root, 'coco')}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Union
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError
 from .utils.atomic_write import atomic_torch_save
 
 __all__ = [
@@ -52,7 +53,7 @@ RELEASE_PREFIX = "model."
 PathLike = Union[str, os.PathLike]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, UserError):
     """A checkpoint file cannot be read or has an unknown layout."""
 
 
@@ -62,6 +63,19 @@ class CheckpointMismatchError(CheckpointError):
     def __init__(self, report: "LoadReport") -> None:
         super().__init__(str(report))
         self.report = report
+
+    def one_line(self) -> str:
+        """The report's first line and its counts of problems, e.g. ``...; strict loading failed: 2
+        missing (e.g. bias), 1 unexpected (e.g. extra)``."""
+        r = self.report
+        problems = [
+            (r.missing, "missing", r.missing[:1]),
+            (r.unexpected, "unexpected", r.unexpected[:1]),
+            (r.mismatched, "shape mismatches", [m[0] for m in r.mismatched[:1]]),
+            (r.alias_conflicts, "alias conflicts", [" = ".join(g) for g in r.alias_conflicts[:1]]),
+        ]
+        counts = ", ".join(f"{len(items)} {what} (e.g. {example[0]})" for items, what, example in problems if items)
+        return f"{str(self).splitlines()[0]}; strict loading failed: {counts}"
 
 
 @dataclass

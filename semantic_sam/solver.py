@@ -11,6 +11,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from torch import nn
 
 from .config import ConfigError
+from .config_checks import CLIP_TYPES
 
 __all__ = ["get_param_groups", "build_optimizer", "build_lr_scheduler"]
 
@@ -27,7 +28,6 @@ _NORM_TYPES = (
     nn.LocalResponseNorm,
 )
 _NO_DECAY_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
-_CLIP_TYPES = ("full_model", "value", "norm")
 
 
 def get_param_groups(
@@ -101,9 +101,9 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     else:
         raise ConfigError(f"SOLVER.OPTIMIZER: unknown optimizer {s.OPTIMIZER!r}; expected ADAMW or SGD")
     clip = s.CLIP_GRADIENTS
-    if clip.ENABLED and clip.CLIP_TYPE not in _CLIP_TYPES:
+    if clip.ENABLED and clip.CLIP_TYPE not in CLIP_TYPES:
         raise ConfigError(
-            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE: unknown clip type {clip.CLIP_TYPE!r}; expected one of {_CLIP_TYPES}"
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE: unknown clip type {clip.CLIP_TYPE!r}; expected one of {CLIP_TYPES}"
         )
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         if clip.CLIP_VALUE > 0:  # as the reference: CLIP_VALUE <= 0 means no clipping

@@ -182,3 +182,14 @@ def test_unreadable_files(tmp_path):
     torch.save([torch.zeros(1)], listed)
     with pytest.raises(CheckpointError, match="expected a dict"):
         load_checkpoint(_filled(0), listed)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    state = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    state["model.bias"][1] = float("inf")
+    torch.save(state, tmp_path / "inf.pth")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"1 tensor\(s\) hold NaN or infinite values, e.g. bias"):
+        load_checkpoint(model, tmp_path / "inf.pth")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

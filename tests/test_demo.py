@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 import demo
+from tests.utils.image_files import write_float_tiff, write_gray16_png, write_png_header
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests", "fixtures", "parity_tiny")
@@ -141,3 +143,117 @@ def test_app_builds(image_path):
 def _tiny_model():
     args = demo.build_parser().parse_args(MODEL_ARGS)
     return demo.load_model(args)
+
+
+# ------------------------------------------------------------------ refused and converted images (issue 13)
+
+
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+def test_decompression_bomb_exits_2_with_one_line(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    write_png_header(bomb, 100_000, 100_000)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "demo.py")] + MODEL_ARGS
+        + ["--image", str(bomb), "--point", "1", "1", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = _error_lines(proc.stderr)
+    assert str(bomb) in line and "10000000000 pixels" in line and "decompression bomb" in line
+
+
+def _write_bad(path, kind):
+    if kind == "elongated":
+        Image.fromarray(np.full((4, 480, 3), 90, np.uint8)).save(path)
+    elif kind == "nan":
+        write_float_tiff(path, np.array([[0.2, np.nan], [0.4, 0.6]], np.float32))
+    else:  # float on the 0-255 scale
+        write_float_tiff(path, np.array([[0.0, 255.0], [40.0, 60.0]], np.float32))
+
+
+@pytest.mark.parametrize(
+    "kind, name, message",
+    [
+        ("elongated", "thin.png",
+         "image of width 480 and height 4 is too elongated: its aspect ratio 120:1 exceeds the limit of 20:1"),
+        ("nan", "nan.tif", "nan.tif: float image has NaN or infinite pixels"),
+        ("range", "f255.tif", "float image values must be in [0, 1], got [0, 255]"),
+    ],
+)
+@pytest.mark.parametrize("mode", [["--point", "1", "1"], ["--auto", "--points-per-side", "2"]])
+def test_refused_images(tmp_path, capsys, kind, name, message, mode):
+    _write_bad(tmp_path / name, kind)
+    assert _run(["--image", str(tmp_path / name), "--output", str(tmp_path / "out")] + mode) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert message in line
+    assert not (tmp_path / "out" / "masks.json").exists()
+
+
+def test_16bit_and_float_files_give_the_8bit_masks(tmp_path, image_path):
+    gray = np.asarray(Image.open(image_path))[:, :, 0]
+    Image.fromarray(gray).save(tmp_path / "g8.png")
+    write_gray16_png(tmp_path / "g16.png", gray.astype(np.uint16) * 257)
+    write_float_tiff(tmp_path / "f.tif", gray.astype(np.float32) / 255)
+    results = []
+    for name in ("g8.png", "g16.png", "f.tif"):
+        out = tmp_path / name.replace(".", "_")
+        rc = _run(["--image", str(tmp_path / name), "--point", "60", "40", "--no-postprocess", "--output", str(out)])
+        assert rc == 0
+        results.append(json.loads((out / "masks.json").read_text())["prompts"])
+    assert results[0][0]["masks"] and results[1] == results[0] and results[2] == results[0]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--auto", "--points-per-side", "0"], "--points-per-side must be >= 1, got 0"),
+        (["--auto", "--points-per-side", "-4"], "--points-per-side must be >= 1, got -4"),
+        (["--point", "1", "1", "--max-size", "0"], "--max-size must be >= 1, got 0"),
+        (["--point", "1", "1", "--pred-iou-thresh", "nan"], "--pred-iou-thresh must be a finite number"),
+    ],
+)
+def test_bad_numbers(tmp_path, image_path, capsys, extra, message):
+    assert _run(["--image", image_path, "--output", str(tmp_path)] + extra) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert message in line
+
+
+def test_non_finite_score_is_an_error(tmp_path, image_path, capsys, monkeypatch):
+    from semantic_sam.predictor import SemanticSamPredictor
+
+    decode = SemanticSamPredictor.decode_all_tokens
+
+    def nan_scores(self, *args, **kwargs):
+        masks, scores = decode(self, *args, **kwargs)
+        return masks, torch.full_like(scores, float("nan"))
+
+    monkeypatch.setattr(SemanticSamPredictor, "decode_all_tokens", nan_scores)
+    out = tmp_path / "out"
+    assert _run(["--image", image_path, "--point", "60", "40", "--no-postprocess", "--output", str(out)]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "non-finite score" in line
+    assert not (out / "masks.json").exists()
+
+
+def test_web_app_limits(image_path, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs, app=self))
+    assert demo.main(MODEL_ARGS) == 0
+    assert launched["max_file_size"] == demo.MAX_UPLOAD_SIZE == "50mb"
+    fns = {f.name: f.fn for f in launched["app"].fns.values()}
+    on_image_change = fns["on_image_change"]
+    # uploads arrive as PIL images in their own mode: a 16-bit one is encoded, bad ones are messages
+    g16 = Image.fromarray(np.full((30, 40), 40000, np.uint16))
+    assert on_image_change(g16)[-1].startswith("Image encoded")
+    with pytest.raises(gr.Error, match="aspect ratio 120:1"):
+        on_image_change(Image.new("RGB", (480, 4)))
+    with pytest.raises(gr.Error, match="NaN"):
+        on_image_change(Image.fromarray(np.full((8, 8), np.nan, np.float32)))
+    args = demo.build_parser().parse_args(MODEL_ARGS[:-2])  # no --short-side: the library defaults
+    demo.load_model(args)
+    assert (args.short_side, args.max_size) == (640, 2560)

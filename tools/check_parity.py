@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from semantic_sam.utils.cli import report_user_error
+
 ATOL = 1e-4
 RTOL = 1e-4
 LOGIT_MARGIN = 1e-4
@@ -323,9 +325,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     try:
         chk = run_parity(args.directory)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        return report_user_error(e)
     return chk.report(quiet=args.quiet)
 
 

@@ -8,8 +8,12 @@ offsets; see DATASET.md. Inputs are naturally sorted by path and cut into N cont
 so shard K always receives the same inputs.
 
 * Checks each input first and skips, with the reason, a missing json or jpg, an unreadable
-  jpg, unparsable JSON, no masks, or a size mismatch (JSON image size or an RLE size differs
-  from the JPEG's).
+  jpg, unparsable JSON, no masks, a size mismatch (JSON image size or an RLE size differs
+  from the JPEG's), or a bad RLE (a malformed counts string, a negative run, or runs that do
+  not cover the image's H x W pixels, which pycocotools would decode into uninitialized
+  memory).
+* Refuses (exit status 2) an input folder without any ``sa_N.jpg`` + ``sa_N.json`` pair, and
+  fewer pairs than shards (a shard without rows is refused by the training loader).
 * Verifies what it wrote: every row is read back through the ``.lineidx`` and compared
   (CRC32 of the row, field count, file name) with what was written; row offsets must tile
   the file exactly.
@@ -32,7 +36,6 @@ import io
 import json
 import logging
 import os
-import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,12 +45,15 @@ from PIL import Image
 
 from semantic_sam.data.sa1b import (
     CorruptRecordError,
+    CorruptRLEError,
     find_sa1b_pairs,
     natural_sort_key,
     parse_annotation_json,
     validate_annotations,
 )
 from semantic_sam.data.tsv import TSVFile, TSVWriter, lineidx_path_for
+from semantic_sam.errors import UserError
+from semantic_sam.utils.cli import report_user_error
 
 __all__ = ["ConversionError", "ConversionReport", "convert_sa1b_to_tsv", "main", "shard_paths", "verify_shard"]
 
@@ -58,7 +64,7 @@ SHARD_PREFIX = "sa1b-"
 REPORT_NAME = "conversion_report.json"
 
 
-class ConversionError(RuntimeError):
+class ConversionError(RuntimeError, UserError):
     """The conversion cannot proceed (bad arguments, stale output, or a write that does not verify)."""
 
 
@@ -72,6 +78,7 @@ class ConversionReport:
     rewritten_after_verification: list[tuple[str, str]] = field(default_factory=list)  # (shard, problem)
     rows: int = 0  # rows in the shards this run handled
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (input path, reason)
+    empty: list[str] = field(default_factory=list)  # shards without rows: every input was skipped
 
     def skip_counts(self) -> dict[str, int]:
         return dict(Counter(reason.split(":", 1)[0] for _, reason in self.skipped))
@@ -84,6 +91,12 @@ class ConversionReport:
         ]
         for shard, problem in self.rewritten_after_verification:
             lines.append(f"  redone {os.path.basename(shard)}: {problem}")
+        if self.empty:
+            names = ", ".join(os.path.basename(p) for p in self.empty)
+            lines.append(
+                f"WARNING: {len(self.empty)} shard(s) have no rows, every input was skipped ({names}); "
+                "the training loader refuses empty shards: fix the inputs and re-run, or delete them"
+            )
         if self.skipped:
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.skip_counts().items()))
             lines.append(f"skipped {len(self.skipped)} inputs ({counts}):")
@@ -136,7 +149,7 @@ def check_input(image_path: str, json_path: str) -> tuple[list[str] | None, str 
     Returns:
         ``(row, None)`` with the TSV fields ``[file name, json, base64]``, or ``(None, reason)``
         where reason starts with one of: ``bad json``, ``unreadable jpg``, ``no masks``,
-        ``size mismatch``.
+        ``size mismatch``, ``bad rle``.
     """
     try:
         with open(json_path, "rb") as f:
@@ -158,6 +171,8 @@ def check_input(image_path: str, json_path: str) -> tuple[list[str] | None, str 
         return None, f"unreadable jpg: {type(e).__name__}: {e}"
     try:
         validate_annotations(data, (h, w), image_path)
+    except CorruptRLEError as e:
+        return None, f"bad rle: {e.reason}"
     except CorruptRecordError as e:
         kind = "no masks" if "no masks" in e.reason else "size mismatch"
         return None, f"{kind}: {e.reason}"
@@ -310,8 +325,10 @@ def convert_sa1b_to_tsv(
         A :class:`ConversionReport`; also written to ``OUTPUT/conversion_report.json``.
 
     Raises:
-        ConversionError: bad arguments, shards of another conversion in ``output_dir``, or a
-            shard that does not verify right after being written.
+        ConversionError: bad arguments, no input pair in ``input_dir`` or fewer pairs than
+            shards, shards of another conversion in ``output_dir``, or a shard that does not
+            verify right after being written.
+        FileNotFoundError: ``input_dir`` does not exist.
     """
     from tqdm import tqdm
 
@@ -320,6 +337,15 @@ def convert_sa1b_to_tsv(
     if os.path.abspath(input_dir) == os.path.abspath(output_dir):
         raise ConversionError("--output must differ from --input")
     pairs, unpaired = find_sa1b_pairs(input_dir, recursive=recursive)
+    if not pairs:
+        found = f"; {len(unpaired)} unpaired file(s), e.g. {unpaired[0][0]} ({unpaired[0][1]})" if unpaired else ""
+        hint = "" if recursive else " (--recursive also reads sub-folders)"
+        raise ConversionError(f"no sa_N.jpg + sa_N.json pair in {input_dir}{found}{hint}")
+    if len(pairs) < num_shards:
+        raise ConversionError(
+            f"only {len(pairs)} input pair(s) in {input_dir} for {num_shards} shards: some shards would have no "
+            f"rows; use --num-shards {len(pairs)} or fewer"
+        )
     os.makedirs(output_dir, exist_ok=True)
     planned = shard_paths(output_dir, num_shards)
     existing = glob.glob(os.path.join(output_dir, "*.tsv"))
@@ -334,9 +360,6 @@ def convert_sa1b_to_tsv(
                 f"({', '.join(os.path.basename(p) for p in stale[:5])}{' ...' if len(stale) > 5 else ''}); "
                 "use another --output folder or --clean"
             )
-    if len(pairs) < num_shards:
-        logger.warning("only %d input pairs for %d shards: some shards will be empty", len(pairs), num_shards)
-
     chunks = _chunks(pairs, num_shards)
     todo = list(range(num_shards)) if only_shards is None else list(only_shards)
     report = ConversionReport(num_shards=num_shards, skipped=[(p, r) for p, r in unpaired])
@@ -353,6 +376,8 @@ def convert_sa1b_to_tsv(
             if not problems:
                 report.complete.append(tsv_path)
                 report.rows += len(marker["rows"])
+                if not marker["rows"]:
+                    report.empty.append(tsv_path)
                 report.skipped += [tuple(s) for s in marker["skipped"]]
                 continue
             report.rewritten_after_verification.append((tsv_path, "; ".join(problems[:3])))
@@ -367,6 +392,8 @@ def convert_sa1b_to_tsv(
             marker = _write_shard(planned[k], chunks[k], [rel(img) for img, _ in chunks[k]], num_shards, bar)
             report.written.append(planned[k])
             report.rows += len(marker["rows"])
+            if not marker["rows"]:
+                report.empty.append(planned[k])
             report.skipped += [tuple(s) for s in marker["skipped"]]
 
     report.skipped.sort(key=lambda s: natural_sort_key(s[0]))
@@ -378,6 +405,7 @@ def convert_sa1b_to_tsv(
             "complete": [os.path.basename(p) for p in report.complete],
             "rewritten_after_verification": report.rewritten_after_verification,
             "rows": report.rows,
+            "empty_shards": [os.path.basename(p) for p in report.empty],
             "skip_counts": report.skip_counts(),
             "skipped": report.skipped,
         },
@@ -410,9 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             clean=args.clean,
             progress=not args.no_progress,
         )
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        return report_user_error(e)
     print(report.summary())
     return 0
 

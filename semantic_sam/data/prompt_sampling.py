@@ -26,7 +26,7 @@ One image's procedure, as the reference's ``prepare_targets_interactive`` (train
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from detectron2.structures import BitMasks

@@ -22,6 +22,8 @@ from typing import IO, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import UserError
+
 __all__ = [
     "TSVFormatError",
     "TSVFile",
@@ -35,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class TSVFormatError(ValueError):
+class TSVFormatError(ValueError, UserError):
     """A TSV shard or its ``.lineidx`` is malformed; the message names the file (and row)."""
 
 

@@ -16,13 +16,16 @@ INTERACTIVE_EVALUATOR_TYPES = ("coco_panoptic_seg_interactive_jointboxpoint", "c
 MULTI_GRANULARITY_EVALUATOR_TYPES = ("sam_interactive",)
 
 
-def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> DatasetEvaluator:
+def build_evaluator(
+    cfg, dataset_name: str, output_dir: str | None = None, weights: str | None = None
+) -> DatasetEvaluator:
     """The evaluator for ``dataset_name`` (registered, with ``evaluator_type`` in its metadata).
 
     Args:
         cfg: the config (``TEST.INTERACTIVE`` options).
         dataset_name: a registered dataset name.
         output_dir: where the JSON results go; default ``cfg.OUTPUT_DIR/inference/<dataset_name>``.
+        weights: the checkpoint being evaluated, recorded in the JSON results (``--eval_only``).
 
     Raises:
         ValueError: the dataset has no evaluator type this project knows.
@@ -38,9 +41,10 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None) -> Da
             max_clicks=opts.MAX_CLICKS,
             noc_thresholds=opts.NOC_THRESHOLDS,
             save_per_segment=opts.SAVE_PER_SEGMENT,
+            weights=weights,
         )
     if evaluator_type in MULTI_GRANULARITY_EVALUATOR_TYPES:
-        return MultiGranularityEvaluator(dataset_name, output_dir)
+        return MultiGranularityEvaluator(dataset_name, output_dir, weights=weights)
     known = ", ".join(INTERACTIVE_EVALUATOR_TYPES + MULTI_GRANULARITY_EVALUATOR_TYPES)
     raise ValueError(
         f"no evaluator for dataset {dataset_name!r} (evaluator_type {evaluator_type!r}); known types: {known}. "

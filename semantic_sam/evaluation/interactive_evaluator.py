@@ -13,6 +13,10 @@ reference's NoC, degenerate with one click: 1 if IoU >= t else ``max_clicks``),
 output is k). Output k is the model's token k (0..K-1) when all K tokens are returned (the
 default); user granularity levels map to tokens as in :mod:`semantic_sam.predictor.levels`.
 Box prompts, if present, get the same metrics under ``"box"``.
+
+A mapper that cannot read a record returns :func:`skipped_record_input` in its place rather
+than another image: the model never sees it, and the evaluators count it in
+``num_skipped_records`` (it is not in ``num_images``) and log where it is.
 """
 from __future__ import annotations
 
@@ -32,15 +36,35 @@ from tabulate import tabulate
 from torch import nn
 
 __all__ = [
+    "SKIPPED_RECORD",
     "InteractiveEvaluator",
     "format_results_table",
     "PromptedInference",
     "gt_masks_of",
+    "log_skipped_records",
     "mask_ious",
+    "skipped_record_input",
     "summarize_ious",
 ]
 
 logger = logging.getLogger(__name__)
+
+# Key of the mapped input that stands for a record the mapper could not read.
+SKIPPED_RECORD = "skipped_record"
+
+
+def skipped_record_input(where: str, reason: str) -> dict:
+    """The mapped input that stands for an unreadable record: ``{SKIPPED_RECORD: {"where",
+    "reason"}}``, no image and no prompts. :class:`PromptedInference` gives it an empty output;
+    the evaluators count it in ``num_skipped_records`` and log ``where``."""
+    return {SKIPPED_RECORD: {"where": str(where), "reason": str(reason)}}
+
+
+def log_skipped_records(dataset_name: str | None, skipped: list[dict]) -> None:
+    """Log, on the process that reports, every record the evaluation skipped and why."""
+    if skipped:
+        lines = "".join(f"\n  {s['where']}: {s['reason']}" for s in skipped)
+        logger.warning("Evaluation of %s skipped %d unreadable record(s):%s", dataset_name, len(skipped), lines)
 
 
 def mask_ious(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -146,7 +170,10 @@ class InteractiveEvaluator(DatasetEvaluator):
     ``evaluate`` gathers the per-segment IoUs of every process (``comm.gather``) and returns,
     on the main process, ``OrderedDict(interactive={...}, box={...})`` (``box`` only when box
     prompts were evaluated), logs a table and writes ``interactive_results.json`` (and
-    ``interactive_per_segment.json``) to ``output_dir``. Other processes return ``{}``.
+    ``interactive_per_segment.json``) to ``output_dir``, with ``"weights"`` (the evaluated
+    checkpoint) when given. Other processes return ``{}``.
+    Inputs from :func:`skipped_record_input` are counted in ``interactive.num_skipped_records``
+    and logged, not scored.
     """
 
     def __init__(
@@ -158,9 +185,11 @@ class InteractiveEvaluator(DatasetEvaluator):
         noc_thresholds: Sequence[float] = (0.5, 0.8, 0.85, 0.9),
         save_per_segment: bool = True,
         distributed: bool = True,
+        weights: str | None = None,
     ):
         self.dataset_name = dataset_name
         self.output_dir = output_dir
+        self.weights = weights
         self.max_clicks = int(max_clicks)
         self.noc_thresholds = tuple(float(t) for t in noc_thresholds)
         self.save_per_segment = save_per_segment
@@ -169,10 +198,13 @@ class InteractiveEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._segments: list[dict] = []
-        self._images: list[dict] = []
+        self._images: list[dict] = []  # one entry per input; a skipped record's is {SKIPPED_RECORD: ...}
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for inp, out in zip(inputs, outputs):
+            if SKIPPED_RECORD in inp:
+                self._images.append({SKIPPED_RECORD: inp[SKIPPED_RECORD]})
+                continue
             gt = gt_masks_of(inp)
             num = gt.shape[0]
             self._images.append(
@@ -229,7 +261,9 @@ class InteractiveEvaluator(DatasetEvaluator):
         gathered = self._gathered()
         if gathered is None:
             return OrderedDict()
-        segments, images = gathered
+        segments, entries = gathered
+        images = [im for im in entries if SKIPPED_RECORD not in im]
+        skipped = [im[SKIPPED_RECORD] for im in entries if SKIPPED_RECORD in im]
         results: OrderedDict[str, dict] = OrderedDict()
         for kind, key in (("point", "interactive"), ("box", "box")):
             segs = [s for s in segments if s["kind"] == kind]
@@ -242,6 +276,8 @@ class InteractiveEvaluator(DatasetEvaluator):
         info["num_images"] = len(images)
         info["num_images_without_segments"] = sum(1 for im in images if im["num_segments"] == 0)
         info["num_dropped_segments"] = sum(im["num_dropped_segments"] for im in images)
+        info["num_skipped_records"] = len(skipped)
+        log_skipped_records(self.dataset_name, skipped)
         if info["num_segments"] == 0:
             logger.warning("Interactive evaluation of %s: no GT segment in %d images", self.dataset_name, len(images))
         logger.info("Interactive evaluation of %s:\n%s", self.dataset_name, format_results_table(results))
@@ -253,11 +289,16 @@ class InteractiveEvaluator(DatasetEvaluator):
             return
         PathManager.mkdirs(self.output_dir)
         with PathManager.open(os.path.join(self.output_dir, "interactive_results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump(with_weights(results, self.weights), f, indent=2)
         if self.save_per_segment:
             records = [dict(s, ious=[float(v) for v in s["ious"]]) for s in segments]
             with PathManager.open(os.path.join(self.output_dir, "interactive_per_segment.json"), "w") as f:
                 json.dump(records, f)
+
+
+def with_weights(results: dict, weights: str | None) -> dict:
+    """The results as written to JSON: with ``"weights"``, the evaluated checkpoint, when known."""
+    return dict(results, weights=weights) if weights else dict(results)
 
 
 def format_results_table(results: dict) -> str:

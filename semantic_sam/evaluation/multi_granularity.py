@@ -22,7 +22,14 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from scipy.optimize import linear_sum_assignment
 
-from .interactive_evaluator import format_results_table, gt_masks_of, summarize_ious
+from .interactive_evaluator import (
+    SKIPPED_RECORD,
+    format_results_table,
+    gt_masks_of,
+    log_skipped_records,
+    summarize_ious,
+    with_weights,
+)
 
 __all__ = ["MultiGranularityEvaluator", "matched_iou", "pairwise_mask_iou"]
 
@@ -63,21 +70,35 @@ class MultiGranularityEvaluator(DatasetEvaluator):
 
     ``evaluate`` returns on the main process ``OrderedDict(multi_granularity={
     "1-IoU@MultiGranularity", "mean_gt_per_click", "num_clicks", "num_images", "1-IoU@Max",
-    "1-IoU@Oracle", ...})`` and writes ``multi_granularity_results.json`` to ``output_dir``.
+    "1-IoU@Oracle", ..., "num_skipped_records"})`` and writes ``multi_granularity_results.json``
+    to ``output_dir`` (with ``"weights"``, the evaluated checkpoint, when given). Inputs from :func:`~.interactive_evaluator.skipped_record_input` (records
+    the mapper could not read) are counted in ``num_skipped_records`` and logged, not scored.
     """
 
-    def __init__(self, dataset_name: str | None = None, output_dir: str | None = None, *, distributed: bool = True):
+    def __init__(
+        self,
+        dataset_name: str | None = None,
+        output_dir: str | None = None,
+        *,
+        distributed: bool = True,
+        weights: str | None = None,
+    ):
         self.dataset_name = dataset_name
         self.output_dir = output_dir
+        self.weights = weights
         self.distributed = distributed
         self.reset()
 
     def reset(self) -> None:
         self._clicks: list[dict] = []
         self._num_images = 0
+        self._skipped: list[dict] = []
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for inp, out in zip(inputs, outputs):
+            if SKIPPED_RECORD in inp:
+                self._skipped.append(inp[SKIPPED_RECORD])
+                continue
             self._num_images += 1
             gt = gt_masks_of(inp)
             points = inp.get("points")
@@ -112,14 +133,15 @@ class MultiGranularityEvaluator(DatasetEvaluator):
                 )
 
     def evaluate(self) -> "OrderedDict[str, dict]":
-        clicks, num_images = self._clicks, self._num_images
+        clicks, num_images, skipped = self._clicks, self._num_images, self._skipped
         if self.distributed and comm.get_world_size() > 1:
             comm.synchronize()
             all_clicks = comm.gather(clicks, dst=0)
-            all_images = comm.gather(num_images, dst=0)
+            per_rank = comm.gather((num_images, skipped), dst=0)
             if not comm.is_main_process():
                 return OrderedDict()
-            clicks, num_images = list(itertools.chain(*all_clicks)), sum(all_images)
+            clicks, num_images = list(itertools.chain(*all_clicks)), sum(n for n, _ in per_rank)
+            skipped = [s for _, rank_skipped in per_rank for s in rank_skipped]
         res: OrderedDict[str, float] = OrderedDict()
         n = len(clicks)
         if n:
@@ -129,6 +151,8 @@ class MultiGranularityEvaluator(DatasetEvaluator):
             logger.warning("Multi-granularity evaluation of %s: no clicks in %d images", self.dataset_name, num_images)
         res["num_clicks"] = n
         res["num_images"] = num_images
+        res["num_skipped_records"] = len(skipped)
+        log_skipped_records(self.dataset_name, skipped)
         if n:
             own = summarize_ious(np.stack([c["ious"] for c in clicks]), np.array([c["pick"] for c in clicks]))
             for k in ("1-IoU@Max", "1-IoU@Oracle"):
@@ -138,5 +162,5 @@ class MultiGranularityEvaluator(DatasetEvaluator):
         if self.output_dir:
             PathManager.mkdirs(self.output_dir)
             with PathManager.open(os.path.join(self.output_dir, "multi_granularity_results.json"), "w") as f:
-                json.dump(results, f, indent=2)
+                json.dump(with_weights(results, self.weights), f, indent=2)
         return results

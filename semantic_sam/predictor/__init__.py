@@ -1,14 +1,18 @@
 """Interactive prediction and automatic mask generation on top of a Semantic-SAM model."""
+from ..utils.image_io import UnsupportedImageError, load_image, to_rgb_uint8
 from .automatic_mask_generator import SemanticSamAutomaticMaskGenerator
 from .interactive_predictor import SemanticSamPredictor
 from .levels import ALL_LEVELS, levels_to_tokens
-from .transforms import ResizeShortestSide, load_image, to_rgb_uint8
+from .transforms import DEFAULT_MAX_SIZE, MAX_ASPECT_RATIO, ResizeShortestSide
 
 __all__ = [
     "ALL_LEVELS",
+    "DEFAULT_MAX_SIZE",
+    "MAX_ASPECT_RATIO",
     "ResizeShortestSide",
     "SemanticSamAutomaticMaskGenerator",
     "SemanticSamPredictor",
+    "UnsupportedImageError",
     "levels_to_tokens",
     "load_image",
     "to_rgb_uint8",

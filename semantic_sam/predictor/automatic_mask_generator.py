@@ -8,6 +8,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from ..utils.box_ops import box_area
+from ..utils.image_io import to_rgb_uint8
 from .amg_utils import (
     MaskData,
     area_from_rle,
@@ -28,7 +29,7 @@ from .amg_utils import (
 )
 from .interactive_predictor import SemanticSamPredictor
 from .levels import ALL_LEVELS, levels_to_tokens
-from .transforms import to_rgb_uint8
+from .transforms import DEFAULT_MAX_SIZE
 
 __all__ = ["SemanticSamAutomaticMaskGenerator"]
 
@@ -64,7 +65,8 @@ class SemanticSamAutomaticMaskGenerator:
         stability_at_full_res: compute the stability score on full-resolution logits, as the
             reference, instead of on the decoder's 1/4-resolution logits (default, much faster:
             only the masks that pass both filters are upsampled).
-        short_side, max_size: the resize applied to every crop before encoding (see the predictor).
+        short_side, max_size: the resize applied to every crop before encoding (see the predictor:
+            the long side is capped at 2560 by default).
         precision: ``"fp32"`` (default) or ``"bf16"``, see :class:`SemanticSamPredictor` (when ``model``
             is a predictor, its own setting applies).
     """
@@ -90,11 +92,13 @@ class SemanticSamAutomaticMaskGenerator:
         attn_mask: str = "block",
         stability_at_full_res: bool = False,
         short_side: int | None = 640,
-        max_size: int | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
         precision: str | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
+        if points_per_side is not None and points_per_side < 1:
+            raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
         if crop_n_layers < 0:
             raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
         if points_per_side is not None:
@@ -144,7 +148,9 @@ class SemanticSamAutomaticMaskGenerator:
         """Generate masks for a whole image.
 
         Arguments:
-            image: (H, W, 3) uint8 in ``image_format``; grayscale and RGBA are converted.
+            image: (H, W, 3) uint8 in ``image_format``; grayscale, RGBA, uint16 and float images in
+                [0, 1] are converted as by :meth:`SemanticSamPredictor.set_image`, which also lists
+                what is refused.
 
         Returns:
             One record per mask, SAM's keys plus ``level``:

@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..utils.box_ops import box_xyxy_to_cxcywh
+from ..utils.image_io import to_rgb_uint8
 from ..utils.precision import inference_autocast, parse_dtype
 from .amg_utils import mask_iou, remove_small_regions
 from .levels import ALL_LEVELS, levels_to_tokens
 from .mask_upsampling import upsample_binary_x4
-from .transforms import ResizeShortestSide, to_rgb_uint8
+from .transforms import DEFAULT_MAX_SIZE, ResizeShortestSide
 
 __all__ = ["SemanticSamPredictor"]
 
@@ -37,7 +38,9 @@ class SemanticSamPredictor:
         model: a ``SemanticSAM`` model (eval mode is set here).
         short_side: the image's short side is resized to this many pixels before encoding (the
             reference demos use 640); None encodes the image at its own size.
-        max_size: optional cap on the resized long side (the reference has none).
+        max_size: cap on the resized long side (default 2560, ``DEFAULT_MAX_SIZE``: images up to 4:1
+            are resized as by the reference, which has no cap); None removes the cap. Images more
+            elongated than 20:1 are refused (:class:`~semantic_sam.predictor.transforms.ResizeShortestSide`).
         attn_mask: ``"block"`` (default): each prompt's queries see only each other, so a prompt's
             outputs do not depend on the other prompts of the call. ``"none"``: every query sees every
             query, as the reference's demo, predictor and generator (identical for a single prompt).
@@ -61,7 +64,7 @@ class SemanticSamPredictor:
         self,
         model: torch.nn.Module,
         short_side: int | None = 640,
-        max_size: int | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
         attn_mask: str = "block",
         score_thresh: float = 0.5,
         dedup_iou_thresh: float = 0.95,
@@ -112,8 +115,15 @@ class SemanticSamPredictor:
 
         Arguments:
             image: (H, W, 3) uint8 in ``image_format`` ("RGB" or "BGR"); (H, W) or (H, W, 1)
-                grayscale and (H, W, 4) RGBA are converted.
+                grayscale and (H, W, 4) RGBA are converted, and so are uint16 (by 255 / 65535) and
+                float images in [0, 1] (by 255) (:func:`semantic_sam.utils.image_io.to_rgb_uint8`).
+
+        Raises:
+            UnsupportedImageError: (a ValueError) NaN, infinite or out-of-range float pixels, another
+                dtype, or an image more elongated than the transform's ``max_aspect_ratio`` (20:1).
+                No image is set after an error.
         """
+        self.reset_image()
         rgb = to_rgb_uint8(image, image_format)
         resized = self.transform.apply_image(rgb)
         if not resized.flags.writeable or not resized.flags.c_contiguous:

@@ -1,90 +1,68 @@
-"""Image loading, conversion to RGB uint8 and the resize that feeds the model.
+"""The resize that feeds the model.
 
 The reference's demos resize the short side of every image to 640 pixels (PIL bicubic) before
 encoding; :class:`ResizeShortestSide` does the same and maps prompt coordinates between the
-original frame and the resized ("input") frame.
+original frame and the resized ("input") frame. Unlike the reference it caps the long side (at
+``DEFAULT_MAX_SIZE`` by default) and refuses images more elongated than ``MAX_ASPECT_RATIO``, so a
+4x480 image is an error instead of a 640x76800 encoding that needs more than 8 GB.
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-__all__ = ["ResizeShortestSide", "load_image", "to_rgb_uint8"]
+from ..utils.image_io import UnsupportedImageError
 
+__all__ = ["DEFAULT_MAX_SIZE", "MAX_ASPECT_RATIO", "ResizeShortestSide"]
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 RGB array (EXIF orientation applied).
-
-    Grayscale, palette and RGBA files are converted to RGB (alpha is dropped).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not an image PIL can read.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: not a readable image file ({e})") from None
-
-
-def to_rgb_uint8(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
-    """Check an image array and convert it to (H, W, 3) uint8 RGB.
-
-    Args:
-        image: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 array, or a PIL image.
-            Grayscale is replicated to 3 channels; a 4th (alpha) channel is dropped.
-        image_format: "RGB" or "BGR": the channel order of a 3- or 4-channel ``image``.
-    """
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-        image_format = "RGB"
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a numpy array (H, W, C) or a PIL image, got {type(image).__name__}")
-    if image_format not in ("RGB", "BGR"):
-        raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-    if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    if image.dtype != np.uint8:
-        raise TypeError(f"image must be uint8 (0-255), got dtype {image.dtype}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image is empty: shape {image.shape}")
-    if image.shape[2] == 1:
-        return np.repeat(image, 3, axis=2)
-    image = image[:, :, :3]
-    if image_format == "BGR":
-        image = image[:, :, ::-1]
-    return np.ascontiguousarray(image)
+# 640 x 2560 as the reference config's ADE20K test resize (MIN_SIZE_TEST 640, MAX_SIZE_TEST 2560): any
+# image up to 4:1 is resized exactly as the reference demo does; a longer one is encoded at <= 1.6 MP.
+DEFAULT_MAX_SIZE = 2560
+# Beyond 20:1 the capped short side is under 128 pixels (4 cells of the stride-32 features).
+MAX_ASPECT_RATIO = 20.0
 
 
 class ResizeShortestSide:
     """Resize so that the short side is ``short_side`` pixels (PIL bicubic), as the reference demos do.
 
-    ``short_side=None`` keeps the size. ``max_size`` (optional) caps the long side; the reference has
-    no cap. The long side is ``int(short_side * long / short)``, as torchvision's ``Resize(int)``.
+    ``short_side=None`` keeps the size. The long side is ``int(short_side * long / short)``, as
+    torchvision's ``Resize(int)``; then, if it exceeds ``max_size``, both sides are scaled down so
+    that it equals ``max_size`` (detectron2's ``ResizeShortestEdge(max_size=...)``; the reference
+    has no cap). ``max_size=None`` removes the cap.
+
+    Images whose long side exceeds ``max_aspect_ratio`` times their short side are refused with
+    :class:`UnsupportedImageError`; ``max_aspect_ratio=None`` accepts any shape.
     """
 
-    def __init__(self, short_side: int | None = 640, max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        short_side: int | None = 640,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        max_aspect_ratio: float | None = MAX_ASPECT_RATIO,
+    ) -> None:
         if short_side is not None and short_side < 1:
             raise ValueError(f"short_side must be a positive int or None, got {short_side}")
         if max_size is not None and max_size < 1:
             raise ValueError(f"max_size must be a positive int or None, got {max_size}")
+        if max_aspect_ratio is not None and not max_aspect_ratio >= 1:
+            raise ValueError(f"max_aspect_ratio must be >= 1 or None, got {max_aspect_ratio}")
         self.short_side = short_side
         self.max_size = max_size
+        self.max_aspect_ratio = max_aspect_ratio
 
     def get_output_shape(self, h: int, w: int) -> tuple[int, int]:
-        """(H, W) of the resized image."""
+        """(H, W) of the resized image, given the original (H, W).
+
+        Raises:
+            UnsupportedImageError: the long side is more than ``max_aspect_ratio`` times the short.
+        """
+        if self.max_aspect_ratio is not None and max(h, w) > self.max_aspect_ratio * min(h, w):
+            raise UnsupportedImageError(
+                f"image of width {w} and height {h} is too elongated: its aspect ratio "
+                f"{max(h, w) / min(h, w):.3g}:1 exceeds the limit of {self.max_aspect_ratio:g}:1"
+            )
         if self.short_side is None:
             new_h, new_w = h, w
         elif h <= w:

@@ -1,4 +1,5 @@
 """COCO panoptic interactive registration and mapper on a tiny dataset written by the test."""
+import json
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 from datasets.coco_interactive_dataset_mapper import CocoInteractiveDatasetMapper
 from datasets.register_coco_panoptic_interactive import (
     COCO_INTERACTIVE_VAL,
+    coco_panoptic_val_paths,
     dataset_root,
     load_coco_panoptic_interactive,
     register_coco_panoptic_interactive,
@@ -129,3 +131,120 @@ def test_dataset_root_environment(monkeypatch):
     finally:
         DatasetCatalog.remove(COCO_INTERACTIVE_VAL)
         MetadataCatalog.remove(COCO_INTERACTIVE_VAL)
+
+
+def _drop(key):
+    return lambda d: d.pop(key)
+
+
+def _set(path, value):
+    def f(d):
+        *parents, last = path
+        for p in parents:
+            d = d[p]
+        d[last] = value
+    return f
+
+
+def _del(path):
+    def f(d):
+        *parents, last = path
+        for p in parents:
+            d = d[p]
+        del d[last]
+    return f
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"", "the panoptic JSON is empty"),
+        (b"  \n", "the panoptic JSON is empty"),
+        (b'{"images": [{"id": 1, "file_na', r"not valid JSON \(Unterminated string .* line 1 column \d+; truncated"),
+        (b"[1, 2]", r"not a COCO panoptic JSON \(expected an object .*, got list\)"),
+        (b'"text"', "got str"),
+        (b'{"images": []}\xff', r"not UTF-8 text"),
+    ],
+)
+def test_unreadable_panoptic_json_names_the_file(tmp_path, raw, message):
+    paths = _tiny_paths(tmp_path)
+    with open(paths["panoptic_json"], "wb") as f:
+        f.write(raw)
+    _check_json_error(paths, message)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_drop("images"), r"not a COCO panoptic JSON \(no 'images' list\)"),
+        (_drop("annotations"), r"no 'annotations' list"),
+        (_set(["annotations"], {"0": {}}), r"'annotations' must be a list, got dict"),
+        (_set(["annotations"], []), r"'annotations' is empty"),
+        (_set(["annotations", 1], "000000000002.png"), r"annotations\[1\] must be an object, got str"),
+        (_set(["categories"], {"1": "person"}), r"'categories' must be a list, got dict"),
+        (_del(["categories", 2, "id"]), r"categories\[2\] has no 'id'"),
+        (_set(["images"], None), r"'images' must be a list, got NoneType"),
+        (_del(["images", 0, "file_name"]), r"images\[0\] has no 'file_name'"),
+        (_set(["images", 1, "height"], "40"), r"images\[1\]\.height must be int, got '40'"),
+        (_del(["annotations", 0, "segments_info"]), r"annotations\[0\] has no 'segments_info'"),
+        (_set(["annotations", 0, "segments_info"], {"id": 1}), r"annotations\[0\]\.segments_info must be list"),
+        (_set(["annotations", 0, "segments_info", 1], 7), r"annotations\[0\]\.segments_info\[1\] must be an object"),
+        (_del(["annotations", 0, "segments_info", 0, "category_id"]),
+         r"annotations\[0\]\.segments_info\[0\] has no 'category_id'"),
+        (_del(["annotations", 1, "image_id"]), r"annotations\[1\] has no 'image_id'"),
+        (_set(["annotations", 1, "image_id"], 99),
+         r"annotations\[1\] \('000000000002\.png'\) names unknown image_id 99"),
+    ],
+)
+def test_malformed_panoptic_json_names_the_file_and_key(tmp_path, edit, message):
+    paths = _tiny_paths(tmp_path)
+    with open(paths["panoptic_json"]) as f:
+        data = json.load(f)
+    edit(data)
+    with open(paths["panoptic_json"], "w") as f:
+        json.dump(data, f)
+    _check_json_error(paths, message)
+
+
+def _tiny_paths(tmp_path):
+    write_tiny_coco_panoptic(str(tmp_path))
+    return coco_panoptic_val_paths(str(tmp_path))
+
+
+def _check_json_error(paths, message):
+    from datasets.register_coco_panoptic_interactive import PanopticJSONError
+
+    with pytest.raises(PanopticJSONError, match=message) as e:
+        load_coco_panoptic_interactive(**paths)
+    text = str(e.value)
+    assert text.startswith(paths["panoptic_json"] + ": ") and "\n" not in text
+    assert isinstance(e.value, ValueError)
+
+
+def test_malformed_panoptic_json_is_a_command_line_user_error(tmp_path, capsys):
+    from semantic_sam.utils.cli import exit_on_user_error
+
+    paths = _tiny_paths(tmp_path)
+    with open(paths["panoptic_json"], "r+") as f:
+        f.truncate(50)
+    register_coco_panoptic_interactive(str(tmp_path), name="test_coco_truncated_json")
+    try:
+        with pytest.raises(SystemExit) as e:
+            exit_on_user_error(lambda: DatasetCatalog.get("test_coco_truncated_json"))()
+    finally:
+        DatasetCatalog.remove("test_coco_truncated_json")
+        MetadataCatalog.remove("test_coco_truncated_json")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {paths['panoptic_json']}: not valid JSON") and "Traceback" not in err
+
+
+def test_tiny_coco_panoptic_command_line(tmp_path, capsys):
+    from datasets.tiny_coco_panoptic import main
+
+    assert main([str(tmp_path / "root")]) == 0
+    assert len(load_coco_panoptic_interactive(**coco_panoptic_val_paths(str(tmp_path / "root")))) == 2
+    (tmp_path / "file").write_text("x")
+    assert main([str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write the tiny COCO panoptic dataset under {tmp_path / 'file'}")

@@ -12,7 +12,7 @@ from datasets.register_sa1b import (
     register_all_sa1b,
     sa1b_settings_from_env,
 )
-from semantic_sam.data.tsv import TSVWriter
+from semantic_sam.data.tsv import TSVFormatError, TSVWriter
 from tools.make_synthetic_sa1b import make_synthetic_sa1b
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,6 +106,17 @@ def test_empty_range_is_an_error(tmp_path):
     folder = _shards(tmp_path, [("a.tsv", 1)])
     with pytest.raises(ValueError, match=r"no SA-1B TSV shard .* index in \[3, 5\) \(1 \*\.tsv files found\)"):
         list_tsv_shards(folder, 3, 5)
+
+
+def test_empty_shard_in_a_registered_dataset_is_an_error(tmp_path):
+    folder = _shards(tmp_path, [("part-0.tsv", 2), ("part-1.tsv", 0), ("part-2.tsv", 1)])
+    register_all_sa1b(SA1BSettings(tsv_root=folder))
+    with pytest.raises(TSVFormatError) as e:
+        DatasetCatalog.get("sam_train")
+    assert str(e.value).startswith(os.path.join(folder, "part-1.tsv") + " is an empty SA-1B shard")
+    # the shards around it are fine
+    register_all_sa1b(SA1BSettings(tsv_root=folder, start=2))
+    assert len(DatasetCatalog.get("sam_train")) == 1
 
 
 def test_missing_folder_names_path_and_variable(monkeypatch, tmp_path):

@@ -11,6 +11,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from datasets.register_sa1b import SA1BSettings, register_all_sa1b
 from datasets.sa1b_dataset_mapper import CorruptDatasetError, SA1BDatasetMapper, build_transform_gen
@@ -35,13 +36,17 @@ def _scene(h=48, w=64):
     return img, [square, right, np.ones((h, w), bool)]
 
 
-def _row(img, masks, name, size=None, b64=None, text=None):
+def _row(img, masks, name, size=None, b64=None, text=None, short_rle=False):
     h, w = img.shape[:2]
     anns = []
     for k, m in enumerate(masks):
         seg = encode_mask_rle(m)
         if size is not None:
             seg["size"] = list(size)
+        if short_rle and k == 1:  # runs that cover one pixel less than the image (compressed by pycocotools)
+            runs = np.diff(np.flatnonzero(np.diff(np.r_[-1, m.T.ravel().astype(int), -1]))).tolist()
+            runs = ([0] if m.T.ravel()[0] else []) + runs[:-1] + [runs[-1] - 1]
+            seg["counts"] = mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)["counts"].decode()
         anns.append({"id": k, "segmentation": seg, "bbox": [0, 0, 1, 1], "area": int(m.sum())})
     data = {"image": {"image_id": int(name.split("_")[1].split(".")[0]), "file_name": name}, "annotations": anns}
     buf = io.BytesIO()
@@ -76,6 +81,7 @@ def corrupt_source(tmp_path):
         _row(img, masks, "sa_3.jpg", size=(24, 32)),
         _row(img, [], "sa_4.jpg"),
         _row(img, masks, "sa_5.jpg"),
+        _row(img, masks, "sa_6.jpg", short_rle=True),
     ]
     return TSVShardSource([_tsv(tmp_path / "mixed.tsv", rows)])
 
@@ -170,7 +176,13 @@ def test_empty_instances_are_filtered(good_source):
 
 @pytest.mark.parametrize(
     "row, reason",
-    [(1, "not valid base64"), (2, "annotation JSON cannot be parsed"), (3, "RLE size 24x32 differs"), (4, "no masks")],
+    [
+        (1, "not valid base64"),
+        (2, "annotation JSON cannot be parsed"),
+        (3, "RLE size 24x32 differs"),
+        (4, "no masks"),
+        (6, "annotation 1 (id 1): RLE counts cover 3071 pixels, expected 3072 (48x64)"),
+    ],
 )
 def test_corrupt_row_is_logged_once_counted_and_replaced(corrupt_source, caplog, row, reason):
     mapper = SA1BDatasetMapper(True, source=corrupt_source, augmentations=[])
@@ -261,3 +273,29 @@ def test_json_folder_source(tmp_path):
     assert out["file_name"] == "sa_1.jpg" and out["image"].shape == (3, 1024, 1024) and len(out["instances"]) > 0
     out = mapper(src.dataset_dicts()[2])
     assert out["bad_rows"] == 1 and out["file_name"] in {"sa_1.jpg", "sa_3.jpg"}
+
+
+def test_eval_mapper_never_substitutes_a_corrupt_record(corrupt_source, caplog):
+    from datasets.sa1b_eval_mapper import SA1BEvalMapper
+    from semantic_sam.data.sa1b import CorruptRecordError, CorruptRLEError
+    from semantic_sam.evaluation import SKIPPED_RECORD
+
+    base = SA1BDatasetMapper(False, source=corrupt_source, augmentations=[])
+    assert not base.replace_corrupt  # evaluation default
+    with pytest.raises(CorruptRLEError, match=r"mixed\.tsv row 6: annotation 1 \(id 1\): RLE counts cover 3071"):
+        base({"shard": 0, "row": 6})
+    with pytest.raises(CorruptRecordError, match="row 1: image field is not valid base64"):
+        base({"shard": 0, "row": 1})
+    assert base.bad_rows == 2
+
+    mapper = SA1BEvalMapper(base=base)
+    with caplog.at_level(logging.WARNING, logger="datasets.sa1b_eval_mapper"):
+        out = mapper({"shard": 0, "row": 6})
+    assert set(out) == {SKIPPED_RECORD} and "image" not in out
+    assert out[SKIPPED_RECORD]["where"] == f"shard {corrupt_source.shards.paths[0]} row 6"
+    assert "RLE counts cover 3071 pixels, expected 3072" in out[SKIPPED_RECORD]["reason"]
+    assert any("mixed.tsv row 6" in r.getMessage() for r in caplog.records)
+    good = mapper({"shard": 0, "row": 5})
+    assert good["file_name"] == "sa_5.jpg" and len(good["points"]) == 3
+    with pytest.raises(ValueError, match="must not replace corrupt records"):
+        SA1BEvalMapper(base=SA1BDatasetMapper(True, source=corrupt_source, augmentations=[]))

@@ -1,6 +1,7 @@
 """Evaluation end to end with the tiny parity model: reference parity, COCO panoptic and SA-1B data."""
 import itertools
 import json
+import logging
 import os
 
 import numpy as np
@@ -124,16 +125,20 @@ def test_coco_eval_only_end_to_end(model, coco_dataset):
     assert results["box"]["1-IoU@Max"] == pytest.approx(100 * iou_max[3:].mean(), abs=1e-9)
 
 
-def _write_sa1b_folder(folder):
-    """Two SA-1B-format images (sa_1, sa_2) with nested masks, as sa_N.jpg + sa_N.json."""
+def _write_sa1b_folder(folder, sizes=((48, 64), (40, 56)), only=None):
+    """SA-1B-format images sa_1, sa_2, ... (one per size) with nested masks, as sa_N.jpg +
+    sa_N.json; ``only``: write just these image numbers (the others' content is unchanged)."""
     os.makedirs(folder)
     rng = np.random.default_rng(0)
-    for n, (h, w) in enumerate([(48, 64), (40, 56)], start=1):
+    for n, (h, w) in enumerate(sizes, start=1):
         masks = np.zeros((3, h, w), np.uint8)
         masks[0, 4 : h - 4, 4 : w - 4] = 1  # whole object
         masks[1, 4 : h // 2, 4 : w // 2] = 1  # part
         masks[2, h // 2 + 2 : h - 6, w // 2 + 2 : w - 6] = 1  # another part
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(os.path.join(folder, f"sa_{n}.jpg"))
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if only is not None and n not in only:
+            continue
+        Image.fromarray(pixels).save(os.path.join(folder, f"sa_{n}.jpg"))
         anns = []
         for k, m in enumerate(masks):
             rle = mask_utils.encode(np.asfortranarray(m))
@@ -176,3 +181,51 @@ def test_sa1b_multi_granularity_end_to_end(model, tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def _evaluate_sa1b_folder(model, name, folder, out_dir):
+    register_sa1b_json(name, folder)
+    try:
+        cfg = _cfg("TEST.MULTI_GRANULARITY.MAX_CLICKS_PER_IMAGE=2")
+        loader = build_test_loader(cfg, name)
+        return inference_on_dataset(PromptedInference(model), loader, build_evaluator(cfg, name, out_dir))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_sam_minival_skips_a_corrupt_record_instead_of_substituting(model, tmp_path, caplog):
+    """3 images, sa_2's JSON has an RLE one pixel short: 2 images are scored (the same scores as a
+    folder without sa_2), 1 record is reported skipped with its file name."""
+    sizes = [(48, 64), (40, 56), (44, 60)]
+    folder = str(tmp_path / "sa1b")
+    _write_sa1b_folder(folder, sizes)
+    bad_json = os.path.join(folder, "sa_2.json")
+    with open(bad_json) as f:
+        data = json.load(f)
+    h, w = sizes[1]
+    runs = [h * w - 1]  # covers one pixel less than the image
+    data["annotations"][1]["segmentation"]["counts"] = mask_utils.frPyObjects(
+        {"size": [h, w], "counts": runs}, h, w
+    )["counts"].decode()
+    with open(bad_json, "w") as f:
+        json.dump(data, f)
+
+    with caplog.at_level(logging.INFO):
+        results = _evaluate_sa1b_folder(model, "test_e2e_minival_corrupt", folder, str(tmp_path / "out"))
+    res = results["multi_granularity"]
+    assert (res["num_images"], res["num_skipped_records"], res["num_clicks"]) == (2, 1, 4)
+    with open(tmp_path / "out" / "multi_granularity_results.json") as f:
+        assert json.load(f)["multi_granularity"]["num_skipped_records"] == 1
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"skipped 1 unreadable record(s):\n  {bad_json}: annotation 1 (id 1): RLE counts cover {h * w - 1} " \
+           f"pixels, expected {h * w} ({h}x{w})" in log
+    assert "num_skipped_records" in next(m for m in log.split("Multi-granularity evaluation")[1:])
+
+    # Independent expectation: the scores of the folder that holds only the two good images.
+    clean = str(tmp_path / "clean")
+    _write_sa1b_folder(clean, sizes, only=(1, 3))
+    expected = _evaluate_sa1b_folder(model, "test_e2e_minival_clean", clean, str(tmp_path / "out2"))
+    expected = dict(expected["multi_granularity"])
+    assert expected.pop("num_skipped_records") == 0
+    assert {k: v for k, v in res.items() if k != "num_skipped_records"} == pytest.approx(expected, abs=1e-9)

@@ -1,5 +1,6 @@
 """InteractiveEvaluator on hand-made predictions against hand-computed metrics."""
 import json
+import logging
 from collections import OrderedDict
 
 import numpy as np
@@ -215,3 +216,37 @@ def test_evaluator_on_cuda_outputs_matches_cpu():
             ev.process([inp], [{k: v.to(device) for k, v in out.items()}])
         results.append(ev.evaluate())
     assert results[0] == results[1]
+
+
+def test_skipped_records_are_counted_and_logged_not_scored(tmp_path, caplog):
+    skipped = ie.skipped_record_input("/data/minival/sa_7.json", "annotation 3 (id 9): RLE counts cover 5 pixels")
+    wrapper_calls = []
+
+    class Fake(torch.nn.Module):
+        def inference(self, batched_inputs, **kwargs):
+            wrapper_calls.append(len(batched_inputs))
+            return [{"pred_masks": torch.zeros(len(x["points"]), 1, 2, 2)} for x in batched_inputs]
+
+    assert PromptedInference(Fake())([skipped]) == [{}] and wrapper_calls == []  # the model never sees it
+
+    ev = InteractiveEvaluator("toy", str(tmp_path), distributed=False)
+    for inp, out in (_image_a(), _image_b()):
+        ev.process([inp], [out])
+    ev.process([skipped], [{}])
+    ev.process(*map(list, zip(_image_c())))
+    with caplog.at_level(logging.INFO, logger="semantic_sam.evaluation.interactive_evaluator"):
+        res = ev.evaluate()
+    expected = dict(_expected_point_metrics(), num_skipped_records=1)  # the same scores, 3 images
+    _check(res["interactive"], expected)
+    assert res["box"]["num_segments"] == 2 and "num_skipped_records" not in res["box"]
+    with open(tmp_path / "interactive_results.json") as f:
+        assert json.load(f)["interactive"]["num_skipped_records"] == 1
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert "skipped 1 unreadable record(s):\n  /data/minival/sa_7.json: annotation 3 (id 9)" in log
+    table = next(r.getMessage() for r in caplog.records if "metric" in r.getMessage())
+    row = next(line for line in table.splitlines() if "num_skipped_records" in line)
+    assert [c.strip() for c in row.strip("|").split("|")] == ["num_skipped_records", "1", ""]
+
+    ev.reset()
+    ev.process(*map(list, zip(_image_c())))
+    assert ev.evaluate()["interactive"]["num_skipped_records"] == 0

@@ -1,5 +1,6 @@
 """Multi-granularity 1-IoU: pairwise IoU, Hungarian matching, evaluator on hand-made data."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -84,3 +85,23 @@ def test_evaluator_errors():
         ev.process([inp], [out])
     with pytest.raises(ValueError, match="expected 2 click outputs"):
         ev.process([inp], [{"pred_masks": out["pred_masks"][:1]}])
+
+
+def test_evaluator_counts_skipped_records(tmp_path, caplog):
+    from semantic_sam.evaluation import skipped_record_input
+
+    ev = MultiGranularityEvaluator("toy", str(tmp_path), distributed=False)
+    inp, out = _nested_image()
+    ev.process([skipped_record_input("/d/sa_2.json", "annotation 0 (id 0): RLE run 3 is negative (-2)")], [{}])
+    ev.process([inp], [out])
+    with caplog.at_level(logging.INFO, logger="semantic_sam.evaluation"):
+        res = ev.evaluate()["multi_granularity"]
+    assert (res["num_clicks"], res["num_images"], res["num_skipped_records"]) == (2, 1, 1)
+    assert res["1-IoU@MultiGranularity"] == pytest.approx(100 * ((0.5 + 1 + 1) / 3 + 1) / 2)  # only the good image
+    with open(os.path.join(tmp_path, "multi_granularity_results.json")) as f:
+        assert json.load(f)["multi_granularity"]["num_skipped_records"] == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("/d/sa_2.json: annotation 0 (id 0): RLE run 3 is negative" in m for m in messages)
+    table = next(m for m in messages if "metric" in m and "multi_granularity" in m)
+    row = next(line for line in table.splitlines() if "num_skipped_records" in line)
+    assert [c.strip() for c in row.strip("|").split("|")] == ["num_skipped_records", "1"]

@@ -9,7 +9,8 @@ from PIL import Image
 
 from semantic_sam.predictor import SemanticSamPredictor
 from semantic_sam.predictor.levels import levels_to_tokens
-from semantic_sam.predictor.transforms import ResizeShortestSide, load_image, to_rgb_uint8
+from semantic_sam.predictor.transforms import ResizeShortestSide
+from semantic_sam.utils.image_io import UnsupportedImageError, load_image, to_rgb_uint8
 
 from tests.predictor.disk_model import FIXTURES, IOUS, RADII
 
@@ -123,8 +124,8 @@ def test_image_conversions(tmp_path, disk_model):
     assert to_rgb_uint8(gray).shape == (20, 30, 3)
     rgba = np.concatenate([rgb, np.full((20, 30, 1), 7, np.uint8)], axis=2)
     np.testing.assert_array_equal(to_rgb_uint8(rgba), rgb)
-    with pytest.raises(TypeError, match="uint8"):
-        to_rgb_uint8(rgb.astype(np.float32))
+    with pytest.raises(UnsupportedImageError, match=r"must be in \[0, 1\], got \[\d+, 255\]"):
+        to_rgb_uint8(rgb.astype(np.float32))  # float on the 0-255 scale: ambiguous, refused
     with pytest.raises(ValueError, match="shape"):
         to_rgb_uint8(np.zeros((4, 4, 2), np.uint8))
     # files: grayscale and RGBA PNGs load as RGB, a text file is refused clearly

@@ -207,3 +207,57 @@ def test_only_shards_and_cli_errors(inputs, tmp_path, capsys):
     assert "outside 0..3" in capsys.readouterr().err
     assert conv.main(["--input", str(tmp_path / "nope"), "--output", out, "--num-shards", "1"]) == 2
     assert "SA-1B folder not found" in capsys.readouterr().err
+
+
+def test_empty_input_folder_is_a_user_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    out = str(tmp_path / "out")
+    assert conv.main(["--input", str(empty), "--output", out, "--num-shards", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no sa_N.jpg + sa_N.json pair in {empty}") and err.count("\n") == 1
+    assert "--recursive" in err
+    assert not os.path.exists(out)  # nothing written
+    (empty / "sa_1.jpg").write_bytes(b"x")  # unpaired files are named
+    with pytest.raises(conv.ConversionError, match=r"1 unpaired file\(s\), e\.g\. .*sa_1\.jpg \(missing json\)"):
+        conv.convert_sa1b_to_tsv(str(empty), out, 1, progress=False)
+
+
+def test_fewer_inputs_than_shards_is_a_user_error(inputs, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert conv.main(["--input", inputs, "--output", out, "--num-shards", "11", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"only 10 input pair(s) in {inputs} for 11 shards" in err and "--num-shards 10 or fewer" in err
+
+
+def test_bad_rle_counts_are_skipped_with_the_annotation_named(inputs, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    path = os.path.join(inputs, "sa_3.json")
+    data = json.load(open(path))
+    seg = data["annotations"][2]["segmentation"]
+    h, w = seg["size"]
+    seg["counts"] = mask_utils.frPyObjects({"size": [h, w], "counts": [h * w - 1]}, h, w)["counts"].decode()
+    json.dump(data, open(path, "w"))
+    out = str(tmp_path / "out")
+    report = conv.convert_sa1b_to_tsv(inputs, out, 2, progress=False)
+    assert [(os.path.basename(p), r) for p, r in report.skipped] == [
+        ("sa_3.jpg", f"bad rle: annotation 2 (id {data['annotations'][2]['id']}): RLE counts cover {h * w - 1} "
+                     f"pixels, expected {h * w} ({h}x{w})")
+    ]
+    assert report.skip_counts() == {"bad rle": 1}
+    assert "sa_3.jpg" not in _all_names(out) and len(_all_names(out)) == 9
+
+
+def test_a_shard_whose_inputs_were_all_skipped_is_reported(inputs, tmp_path, capsys):
+    for i in (1, 2, 3):  # shard 0 of 3 holds sa_1..sa_3
+        with open(os.path.join(inputs, f"sa_{i}.json"), "w") as f:
+            f.write("{truncated")
+    out = str(tmp_path / "out")
+    assert conv.main(["--input", inputs, "--output", out, "--num-shards", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: 1 shard(s) have no rows, every input was skipped (sa1b-00000.tsv)" in printed
+    assert json.load(open(os.path.join(out, "conversion_report.json")))["empty_shards"] == ["sa1b-00000.tsv"]
+    report = conv.convert_sa1b_to_tsv(inputs, out, 3, progress=False)  # resumed: still reported
+    assert [os.path.basename(p) for p in report.empty] == ["sa1b-00000.tsv"]
