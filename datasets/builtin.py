@@ -8,7 +8,7 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 from semantic_sam.config import ConfigError
-from semantic_sam.data.train_stream import ResumableTrainLoader
+from semantic_sam.data.train_stream import ResumableTrainLoader, TrainingStream
 from semantic_sam.evaluation import build_evaluator as _build_evaluator
 
 from . import interactive_eval
@@ -80,15 +80,15 @@ def build_train_loader(cfg) -> ResumableTrainLoader:
     per_process = images_per_process(cfg, world_size)
     mapper = SA1BDatasetMapper(cfg, is_train=True, dataset_name=names[0])
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    return ResumableTrainLoader(
+    stream = TrainingStream(
         DatasetFromList(DatasetCatalog.get(names[0]), copy=False, serialize=True),
         mapper,
         seed=seed,
         images_per_process=per_process,
         rank=comm.get_rank(),
         world_size=world_size,
-        num_workers=cfg.SAM.DATALOADER.NUM_WORKERS,
     )
+    return ResumableTrainLoader(stream, num_workers=cfg.SAM.DATALOADER.NUM_WORKERS)
 
 
 def build_test_loader(cfg, dataset_name: str):

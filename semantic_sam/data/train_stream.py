@@ -108,31 +108,18 @@ def _as_is(batch: Any) -> Any:
 
 
 class ResumableTrainLoader:
-    """Endless iterator of this process's training batches (lists of mapped dicts).
+    """Endless iterator of ``stream``'s batches (lists of mapped dicts), mapped by ``num_workers``
+    data workers (0: in this process).
 
     Also counts, in ``bad_rows``, the corrupt records the mapper replaced (the batches' ``bad_rows``).
     ``state_dict()`` / ``load_state_dict()`` save and restore the stream's seed and how many positions
     the processes consumed; load before iterating.
     """
 
-    def __init__(
-        self,
-        dataset: Sequence[dict],
-        mapper: Callable[[dict], dict],
-        *,
-        seed: int,
-        images_per_process: int,
-        rank: int = 0,
-        world_size: int = 1,
-        num_workers: int = 0,
-        shuffle: bool = True,
-    ):
+    def __init__(self, stream: TrainingStream, num_workers: int = 0):
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.stream = TrainingStream(
-            dataset, mapper, seed=seed, images_per_process=images_per_process, rank=rank,
-            world_size=world_size, shuffle=shuffle,
-        )
+        self.stream = stream
         self.num_workers = int(num_workers)
         self.bad_rows = 0
         self._yielded = 0

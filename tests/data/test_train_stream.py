@@ -57,21 +57,24 @@ def test_mapping_is_seeded_by_position_and_leaves_the_global_generators_alone():
 def test_batches_do_not_depend_on_the_data_workers(num_workers):
     reference = TrainingStream(DATASET, _draw, seed=5, images_per_process=3)
     expected = [reference.batch(b) for b in range(5)]
-    loader = ResumableTrainLoader(DATASET, _draw, seed=5, images_per_process=3, num_workers=num_workers)
+    stream = TrainingStream(DATASET, _draw, seed=5, images_per_process=3)
+    loader = ResumableTrainLoader(stream, num_workers=num_workers)
     assert _batches(loader, 5) == expected
     assert loader.state_dict() == {"seed": 5, "position": 15}
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_a_loader_restored_from_its_state_continues_the_stream(num_workers):
-    straight = ResumableTrainLoader(DATASET, _draw, seed=5, images_per_process=2, rank=1, world_size=2)
-    expected = _batches(straight, 6)[3:]
-    first = ResumableTrainLoader(DATASET, _draw, seed=5, images_per_process=2, rank=1, world_size=2)
+    def rank1_loader(seed: int, workers: int = 0) -> ResumableTrainLoader:
+        stream = TrainingStream(DATASET, _draw, seed=seed, images_per_process=2, rank=1, world_size=2)
+        return ResumableTrainLoader(stream, num_workers=workers)
+
+    expected = _batches(rank1_loader(5), 6)[3:]
+    first = rank1_loader(5)
     _batches(first, 3)
     state = first.state_dict()
     assert state == {"seed": 5, "position": 12}  # 3 steps x 2 images x 2 processes
-    resumed = ResumableTrainLoader(DATASET, _draw, seed=99, images_per_process=2, rank=1, world_size=2,
-                                   num_workers=num_workers)
+    resumed = rank1_loader(99, num_workers)
     resumed.load_state_dict(state)
     assert _batches(resumed, 3) == expected
 
@@ -80,7 +83,7 @@ def test_bad_rows_are_counted_and_state_cannot_be_loaded_mid_stream():
     def flaky(record):
         return {"index": record["index"], "bad_rows": 2 if record["index"] == 0 else 0}
 
-    loader = ResumableTrainLoader(DATASET, flaky, seed=0, images_per_process=7)
+    loader = ResumableTrainLoader(TrainingStream(DATASET, flaky, seed=0, images_per_process=7))
     _batches(loader, 1)  # one epoch: record 0 once
     assert loader.bad_rows == 2
     with pytest.raises(RuntimeError, match="before the first batch"):
