@@ -74,7 +74,18 @@ setup(
     description="Semantic-SAM (segment and recognize anything at any granularity) on detectron2",
     python_requires=">=3.10",
     packages=find_packages(include=["semantic_sam", "semantic_sam.*"]),
-    package_data={"semantic_sam": ["ops/csrc/*", "ops/csrc/cuda/*", "config_defaults.yaml"]},
+    # Non-Python files the installed package reads: the config schema (semantic_sam.config) and the
+    # kernel sources (JIT build of the CPU kernel, semantic_sam.ops.ms_deform_attn_cpu).
+    package_data={
+        "semantic_sam": [
+            "config_defaults/*.yaml",
+            "ops/csrc/*.cpp",
+            "ops/csrc/*.h",
+            "ops/csrc/cuda/*.cu",
+            "ops/csrc/cuda/*.cuh",
+            "ops/csrc/cuda/*.h",
+        ]
+    },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -131,7 +131,7 @@ class Trainer(DefaultTrainer):
         The random generators are left as they were, so that evaluating during training does not
         change what the training draws next."""
         with preserved_rng_state():
-            return super().test(cfg, PromptedInference(_unwrap(model)), evaluators)
+            return super().test(cfg, PromptedInference(_unwrap(model), precision=cfg.TEST.PRECISION), evaluators)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -217,6 +217,10 @@ def _load_eval_weights(cfg, model, resume: bool) -> str:
 
 
 def _wrap_ddp(model):
+    """DistributedDataParallel when there are several processes. ``find_unused_parameters`` is off:
+    every trainable parameter is in the loss graph of every step (the decoder keeps its unused
+    projections in with a ``0 *`` term; tests/modeling/test_gradients.py checks it), so DDP need not
+    search the graph for unused ones."""
     if comm.get_world_size() == 1:
         return model
     on_gpu = next(model.parameters()).is_cuda
@@ -228,7 +232,7 @@ def _wrap_ddp(model):
     return DistributedDataParallel(
         model,
         device_ids=[comm.get_local_rank()] if on_gpu else None,
-        find_unused_parameters=True,
+        find_unused_parameters=False,
         **no_forward_sync,
     )
 

@@ -31,7 +31,8 @@ class CocoInteractiveDatasetMapper:
        ``panopticapi.utils.rgb2id``.
     3. GT = one mask per non-crowd segment (things and stuff), in ``segments_info`` order.
        Segments that vanish in the resize are dropped and counted in ``num_dropped_segments``.
-    4. Click each mask at the pixel farthest from its boundary (``click_method``) and, if
+    4. Click each mask at the pixel farthest from its boundary (``click_method``: ``"kornia"``,
+       the reference's distance transform, or ``"exact"``) and, if
        ``box_prompts``, take each mask's bounding box as a box prompt.
 
     Returns a dict with ``image`` (3, H, W) uint8, ``height``/``width`` = the resized (H, W)
@@ -48,7 +49,7 @@ class CocoInteractiveDatasetMapper:
         *,
         augmentations: list[T.Augmentation],
         image_format: str = "RGB",
-        click_method: str = "exact",
+        click_method: str = "kornia",
         box_prompts: bool = False,
     ):
         if click_method not in CLICK_METHODS:

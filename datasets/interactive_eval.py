@@ -3,7 +3,8 @@
     register_eval_datasets()
     loader = build_test_loader(cfg, name)                    # mapper chosen by evaluator_type
     evaluator = semantic_sam.evaluation.build_evaluator(cfg, name, output_dir)
-    results = inference_on_dataset(PromptedInference(model), loader, evaluator)
+    wrapped = PromptedInference(model, precision=cfg.TEST.PRECISION)   # fp16 autocast on CUDA by default
+    results = inference_on_dataset(wrapped, loader, evaluator)
 """
 from __future__ import annotations
 

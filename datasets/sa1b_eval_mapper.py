@@ -39,7 +39,7 @@ class SA1BEvalMapper:
     """
 
     @configurable
-    def __init__(self, *, base: SA1BDatasetMapper, click_method: str = "exact", max_clicks_per_image: int = 0):
+    def __init__(self, *, base: SA1BDatasetMapper, click_method: str = "kornia", max_clicks_per_image: int = 0):
         if click_method not in CLICK_METHODS:
             raise ValueError(
                 f"MODEL.DECODER.TEST.CLICK_METHOD: unknown {click_method!r}; expected one of {CLICK_METHODS}"

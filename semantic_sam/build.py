@@ -6,23 +6,12 @@ import logging
 import torch
 from torch import nn
 
-from .config import ConfigError
-from .modeling.registry import META_ARCH
+# Importing the modeling package registers every built-in part (see semantic_sam/modeling/__init__.py).
+from .modeling.registry import META_ARCH, get_registered
 
-__all__ = ["build_model", "get_registered"]
+__all__ = ["build_model"]
 
 logger = logging.getLogger(__name__)
-
-
-def get_registered(registry, name: str, key: str):
-    """``registry.get(name)`` with a config-level error naming ``key`` and the known names."""
-    from . import modeling  # noqa: F401  (registers every part)
-
-    try:
-        return registry.get(name)
-    except KeyError:
-        known = ", ".join(sorted(k for k, _ in registry))
-        raise ConfigError(f"{key}: unknown name {name!r}; registered names: {known}") from None
 
 
 def build_model(cfg, device: str | torch.device = "cpu") -> nn.Module:
@@ -31,6 +20,10 @@ def build_model(cfg, device: str | torch.device = "cpu") -> nn.Module:
     The model is built on ``device`` (CPU by default) with random or ``PRETRAINED``-file
     initialization; nothing is downloaded. Load released or trained weights with
     :func:`semantic_sam.checkpoint.load_checkpoint`.
+
+    Raises:
+        ConfigError: a name the registries do not know, or a value a part refuses (criterion options
+            included: the criterion is built with the model).
     """
     model = get_registered(META_ARCH, cfg.MODEL.NAME, "MODEL.NAME")(cfg)
     model.to(device)

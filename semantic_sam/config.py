@@ -122,7 +122,10 @@ def _defaults_dict() -> dict:
     global _DEFAULTS_CACHE
     if _DEFAULTS_CACHE is None:
         merged: dict = {}
-        for path in sorted(glob.glob(os.path.join(_DEFAULTS_DIR, "*.yaml"))):
+        paths = sorted(glob.glob(os.path.join(_DEFAULTS_DIR, "*.yaml")))
+        if not paths:
+            raise RuntimeError(f"the config schema is missing: no *.yaml in {_DEFAULTS_DIR} (reinstall the package)")
+        for path in paths:
             _deep_update(merged, _read_yaml(path))
         _DEFAULTS_CACHE = merged
     return _DEFAULTS_CACHE

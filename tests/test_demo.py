@@ -12,6 +12,7 @@ from pycocotools import mask as mask_utils
 
 import demo
 from tests.utils.image_files import write_float_tiff, write_gray16_png, write_png_header
+from utils import demo_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests", "fixtures", "parity_tiny")
@@ -244,7 +245,7 @@ def test_web_app_limits(image_path, monkeypatch):
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs, app=self))
     assert demo.main(MODEL_ARGS) == 0
-    assert launched["max_file_size"] == demo.MAX_UPLOAD_SIZE == "50mb"
+    assert launched["max_file_size"] == demo_app.MAX_UPLOAD_SIZE == "50mb"
     fns = {f.name: f.fn for f in launched["app"].fns.values()}
     on_image_change = fns["on_image_change"]
     # uploads arrive as PIL images in their own mode: a 16-bit one is encoded, bad ones are messages

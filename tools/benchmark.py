@@ -2,9 +2,11 @@
 
 Usage::
 
-    python tools/benchmark.py                         # every row at full size (10-15 min on 2 cores)
-    python tools/benchmark.py --quick                 # every row at small sizes (~3 min)
-    python tools/benchmark.py --rows encode,decode --threads 2 --json bench.json
+    python -m tools.benchmark                         # every row at full size (10-15 min on 2 cores)
+    python -m tools.benchmark --quick                 # every row at small sizes (~3 min)
+    python -m tools.benchmark --rows encode,decode --threads 2 --json bench.json
+
+(from the repository root: it imports the ``tools.bench`` package).
 
 Rows (``--rows``; each has cases, each case a "before" and an "after" variant measured in the same run):
 
@@ -42,16 +44,14 @@ subprocess) and ``report`` (targets and tables); this file is the command line. 
 job)`` returning a list of :class:`~tools.bench.harness.Timing`, and import the module here.
 """
 from __future__ import annotations
-from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:
+    raise SystemExit("run it from the repository root as a module: python -m tools.benchmark [options]")
 
 # importing the row modules registers the rows, in this order
 import tools.bench.rows_model  # noqa: E402,F401

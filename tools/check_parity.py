@@ -1,28 +1,58 @@
 """Check this implementation against golden outputs of the reference implementation.
 
-Usage::
+Usage (from the repository root)::
 
-    python tools/check_parity.py tests/fixtures/parity_tiny [--threads N] [--quiet]
+    python -m tools.check_parity DIR [--threads N] [--quiet]
 
-DIR holds one ``*.yaml`` config, one ``*.pth`` checkpoint (released format), ``image.png`` and
-``golden.pt`` (a flat ``dict[str, Tensor]``, documented in DIR/README.md). The model is built from the
-config, loaded strictly, and run on CPU in float32 through the same paths as the golden data:
+The golden directory DIR (the format of ``tests/fixtures/parity_tiny``, whose README.md documents every
+``golden.pt`` entry) holds:
+
+* exactly one ``*.yaml`` config and one ``*.pth`` checkpoint (released format); the model is built from the
+  config and loaded strictly;
+* ``image.png``: the input image; its size is the case's image size (H, W);
+* ``golden.pt``: a flat ``dict[str, Tensor]`` (read with ``torch.load(weights_only=True)``);
+* optionally ``README.md``, which may give the seed (below).
+
+Every input of the case is read from these files; nothing is fitted to one case:
+
+* ``eval_full.gt_masks`` (G, H, W) bool: the GT masks, in GT order;
+* ``eval_direct.clicks_xy`` (G, 2) int: the clicks (x, y) of ``eval_direct``, in GT order (also compared
+  with ``eval_full``'s recomputed clicks put back in GT order);
+* ``demo.points`` (N, 4) float: the demo prompts, rows (x/W, y/H, w, h); the demo clicks are the pixels
+  (x, y) = (x/W * W, y/H * H), and ``demo.points`` is compared with our demo convention applied to them;
+* ``demo.level`` (M,) int: the tokens the demo keeps, in this order;
+* ``eval_full.click_gt_index`` (G,) int: the click order of ``eval_full``. The reference draws it as
+  ``torch.manual_seed(seed); torch.randperm(G)``; when the seed is known the order is recomputed and
+  compared, otherwise the recorded order is used as given and its row says WARN (not recomputed).
+  The seed is the optional entry ``eval_full.seed`` (0-d int64) if present, else the integer of every
+  ``torch.manual_seed(<int>)`` written in DIR/README.md (all must agree; the shipped README gives
+  ``torch.manual_seed(0)``).
+
+The paths compared (CPU, float32, the same paths as the golden data):
 
 * ``input.*`` / ``features.*``: preprocessing, backbone, pixel decoder;
-* ``demo.*``: clicks as (x/W, y/H, 0.005, 0.005) boxes, no attention mask between prompts, all K levels;
-* ``eval_direct.*``: clicks as 6-pixel boxes, block-diagonal attention mask;
-* ``eval_full.*``: the COCO interactive evaluation: masks ordered by ``torch.manual_seed(0);
-  torch.randperm(G)``, clicks from kornia's distance transform, Max and Oracle IoU.
+* ``demo.*``: the demo clicks as (x/W, y/H, 0.005, 0.005) boxes, no attention mask between prompts, the
+  tokens of ``demo.level``;
+* ``eval_direct.*``: the clicks as 6-pixel boxes, block-diagonal attention mask;
+* ``eval_full.*``: the COCO interactive evaluation: masks in the click order above, clicks from kornia's
+  distance transform, Max and Oracle IoU.
 
 Every golden tensor is compared: floats pass when ``|ours - golden| <= 1e-4 + 1e-4 * |golden|``
 everywhere, booleans must match where the golden logit is farther than 1e-4 from the threshold,
-integers must match exactly. The exit status is 0 only if every tensor was compared and passed.
+integers must match exactly. Inputs are listed as ``ok`` with the note ``input``. The exit status is 0
+only if every tensor was compared (or used as an input) and passed, 1 otherwise, 2 for a user error
+(a missing file, a missing or malformed input entry).
+
+``tests/tools/test_check_parity.py`` runs this check on ``tests/fixtures/parity_tiny`` and, when the
+environment variable ``SEMANTIC_SAM_PARITY_GOLDEN`` names another directory in this format, on that one too.
 """
 from __future__ import annotations
 
 import argparse
 import glob
 import os
+import pickle
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -31,11 +61,32 @@ import numpy as np
 import torch
 from PIL import Image
 
+from semantic_sam.errors import UserError
 from semantic_sam.utils.cli import report_user_error
 
 ATOL = 1e-4
 RTOL = 1e-4
 LOGIT_MARGIN = 1e-4
+SEED_KEY = "eval_full.seed"
+_README_SEED = re.compile(r"torch\.manual_seed\((-?\d+)\)")
+# Entries the checker reads as inputs or uses to decide what to compare; a directory without them is unusable.
+REQUIRED_ENTRIES = (
+    "input.image",
+    "eval_full.gt_masks",
+    "eval_full.click_gt_index",
+    "eval_full.clicks_xy",
+    "eval_direct.clicks_xy",
+    "demo.points",
+    "demo.level",
+    "eval_full.pred_masks_fullres_logits",
+    "eval_full.max_index",
+    "eval_direct.pred_masks_fullres_logits",
+    "eval_direct.max_index",
+)
+
+
+class GoldenFormatError(ValueError, UserError):
+    """A golden directory that does not follow its documented format (a missing or malformed entry)."""
 
 
 @dataclass
@@ -45,6 +96,24 @@ class Result:
     max_abs: float = float("nan")
     max_rel: float = float("nan")
     note: str = ""
+
+
+def format_result(r: Result, width: int) -> str:
+    """One table row: status, name, error (float: abs and rel; int / bool: number of differing elements), note."""
+    if np.isnan(r.max_abs):
+        err = ""
+    elif np.isnan(r.max_rel):  # bool / integer: number of differing elements
+        err = f"differ {int(r.max_abs):d}"
+    else:
+        err = f"abs {r.max_abs:.3e}  rel {r.max_rel:.3e}"
+    return f"{r.status:4s}  {r.name:{width}s}  {err:30s}  {r.note}"
+
+
+def largest_float_error(results) -> str:
+    """``"; largest float error 1.2e-06 (name)"``, or "" when no float was compared."""
+    floats = [r for r in results if not np.isnan(r.max_rel)]
+    worst = max(floats, key=lambda r: r.max_abs) if floats else None
+    return f"; largest float error {worst.max_abs:.3e} ({worst.name})" if worst else ""
 
 
 class ParityChecker:
@@ -61,6 +130,9 @@ class ParityChecker:
 
     def compare(self, name: str, ours: torch.Tensor, valid: Optional[torch.Tensor] = None, note: str = "") -> None:
         """Compare ``ours`` with ``golden[name]`` (float: tolerance; bool: where ``valid``; int: exact)."""
+        if name not in self.golden:
+            self._record(Result(name, "FAIL", note="missing from golden.pt"))
+            return
         ref = self.golden[name]
         ours = torch.as_tensor(ours).detach().cpu()
         if tuple(ours.shape) != tuple(ref.shape):
@@ -95,34 +167,30 @@ class ParityChecker:
         self._record(Result(name, status, note=note))
 
     def report(self, quiet: bool = False) -> int:
+        """Print the table (golden order, then expected entries missing from golden.pt) and a summary.
+
+        Returns:
+            0 if every golden tensor was compared and passed, else 1.
+        """
         not_compared = [k for k in self.golden if k not in self.results]
         for k in not_compared:
             self.results[k] = Result(k, "FAIL", note="NOT COMPARED")
-        unknown = [k for k in self.results if k not in self.golden]
-        failed = [r for r in self.results.values() if r.status == "FAIL"]
-        width = max(len(k) for k in self.results)
-        for name in self.golden:
-            r = self.results[name]
-            if quiet and r.status == "ok":
-                continue
-            if np.isnan(r.max_abs):
-                err = ""
-            elif np.isnan(r.max_rel):  # bool / integer: number of differing elements
-                err = f"differ {int(r.max_abs):d}"
-            else:
-                err = f"abs {r.max_abs:.3e}  rel {r.max_rel:.3e}"
-            print(f"{r.status:4s}  {name:{width}s}  {err:30s}  {r.note}")
-        floats = [r for r in self.results.values() if not np.isnan(r.max_rel)]
-        worst = max(floats, key=lambda r: r.max_abs) if floats else None
+        missing = [k for k in self.results if k not in self.golden]
+        rows = [self.results[k] for k in self.golden] + [self.results[k] for k in missing]
+        failed = [r for r in rows if r.status == "FAIL" and r.name in self.golden]
+        warned = [r for r in rows if r.status == "WARN"]
+        width = max(len(r.name) for r in rows)
+        for r in rows:
+            if not (quiet and r.status == "ok"):
+                print(format_result(r, width))
         print(
             f"\n{len(self.golden)} golden tensors: {len(self.golden) - len(failed)} passed, {len(failed)} failed"
             + (f", {len(not_compared)} not compared" if not_compared else "")
-            + (f"; largest float error {worst.max_abs:.3e} ({worst.name})" if worst else "")
+            + (f", {len(warned)} with a warning" if warned else "")
+            + (f"; {len(missing)} expected entries missing from golden.pt" if missing else "")
+            + largest_float_error(rows)
         )
-        if unknown:
-            print(f"internal error: compared names not in golden.pt: {unknown}")
-            return 2
-        return 1 if failed else 0
+        return 1 if failed or missing else 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,13 +254,106 @@ def _kornia_clicks(masks: torch.Tensor) -> tuple[Optional[torch.Tensor], str]:
     return torch.stack(clicks).long(), ""
 
 
+def load_golden(directory: str) -> dict[str, torch.Tensor]:
+    """``DIR/golden.pt`` as a flat ``dict[str, Tensor]`` (weights-only load).
+
+    Raises:
+        FileNotFoundError: no golden.pt.
+        GoldenFormatError: the file is not a readable flat dict of tensors.
+    """
+    path = os.path.join(directory, "golden.pt")
+    try:
+        golden = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise GoldenFormatError(f"{path}: not a readable torch.save file ({str(e).splitlines()[0]})") from e
+    if not isinstance(golden, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in golden.items()):
+        raise GoldenFormatError(f"{path}: expected a flat dict[str, Tensor], got {type(golden).__name__}")
+    return golden
+
+
+def require_entries(golden: dict, names, where: str) -> None:
+    """Raise :class:`GoldenFormatError` naming every entry of ``names`` that ``golden`` lacks."""
+    missing = [n for n in names if n not in golden]
+    if missing:
+        raise GoldenFormatError(f"{where} lacks the required entries {', '.join(missing)}")
+
+
+def find_eval_seed(directory: str, golden: dict) -> tuple[Optional[int], str]:
+    """The seed of ``eval_full``'s click order and where it was found (see the module docstring).
+
+    Returns:
+        ``(seed, source)``, or ``(None, reason)`` when neither golden.pt nor README.md gives one.
+
+    Raises:
+        GoldenFormatError: ``eval_full.seed`` is not a 0-d integer, or README.md names different seeds.
+    """
+    if SEED_KEY in golden:
+        value = golden[SEED_KEY]
+        if value.dim() != 0 or value.is_floating_point() or value.dtype == torch.bool:
+            raise GoldenFormatError(f"golden.pt entry '{SEED_KEY}' must be a 0-d integer tensor, got {value!r}")
+        return int(value), f"golden.pt '{SEED_KEY}'"
+    readme = os.path.join(directory, "README.md")
+    if os.path.isfile(readme):
+        with open(readme, encoding="utf-8") as f:
+            seeds = sorted({int(m) for m in _README_SEED.findall(f.read())})
+        if len(seeds) > 1:
+            raise GoldenFormatError(
+                f"{readme} calls torch.manual_seed with different seeds {seeds}; record the seed of the "
+                f"evaluation's click order as the golden.pt entry '{SEED_KEY}'"
+            )
+        if seeds:
+            return seeds[0], f"README.md: torch.manual_seed({seeds[0]})"
+    return None, f"no seed: golden.pt has no '{SEED_KEY}' and README.md no torch.manual_seed(<int>)"
+
+
+def _check_inputs(golden: dict, image_size: tuple[int, int], k: int) -> None:
+    """Shapes and values of the entries read as inputs (:class:`GoldenFormatError` naming the entry)."""
+
+    def bad(name: str, expected: str) -> GoldenFormatError:
+        v = golden[name]
+        return GoldenFormatError(
+            f"golden.pt entry '{name}' must be {expected}, got {v.dtype} of shape {tuple(v.shape)}"
+        )
+
+    def integer(v: torch.Tensor) -> bool:
+        return not v.is_floating_point() and v.dtype != torch.bool
+
+    masks = golden["eval_full.gt_masks"]
+    if masks.dtype != torch.bool or masks.dim() != 3 or tuple(masks.shape[-2:]) != image_size or len(masks) == 0:
+        raise bad("eval_full.gt_masks", f"(G, {image_size[0]}, {image_size[1]}) bool with G >= 1 (image.png's size)")
+    g = masks.shape[0]
+    clicks = golden["eval_direct.clicks_xy"]
+    if not integer(clicks) or tuple(clicks.shape) != (g, 2):
+        raise bad("eval_direct.clicks_xy", f"({g}, 2) integer (x, y), one click per GT mask")
+    order = golden["eval_full.click_gt_index"]
+    if not integer(order) or tuple(order.shape) != (g,) or not torch.equal(order.sort().values, torch.arange(g)):
+        raise GoldenFormatError(f"golden.pt entry 'eval_full.click_gt_index' must be a permutation of 0..{g - 1}")
+    points = golden["demo.points"]
+    if not points.is_floating_point() or points.dim() != 2 or points.shape[1] != 4 or len(points) == 0:
+        raise bad("demo.points", "(N, 4) float rows (x/W, y/H, w, h) with N >= 1")
+    level = golden["demo.level"]
+    if not integer(level) or level.dim() != 1 or len(level) == 0 or not bool(((level >= 0) & (level < k)).all()):
+        raise GoldenFormatError(
+            f"golden.pt entry 'demo.level' must be a non-empty 1-d integer tensor of token indices in [0, {k}) "
+            f"(the config's NUM_INTERACTIVE_TOKENS), got {golden['demo.level'].tolist()}"
+        )
+
+
 def run_parity(directory: str) -> ParityChecker:
+    """Run every path of the case in ``directory`` and compare each golden tensor (see the module docstring).
+
+    Raises:
+        FileNotFoundError, GoldenFormatError, ConfigError, CheckpointError: user errors (a missing file, a
+            missing or malformed input entry, a bad config or checkpoint).
+    """
     from semantic_sam.build import build_model
     from semantic_sam.checkpoint import load_checkpoint
     from semantic_sam.config import load_config
     from semantic_sam.utils.box_ops import masks_to_boxes
 
-    golden = torch.load(os.path.join(directory, "golden.pt"), map_location="cpu", weights_only=True)
+    golden = load_golden(directory)
+    require_entries(golden, REQUIRED_ENTRIES, os.path.join(directory, "golden.pt"))
+    seed, seed_source = find_eval_seed(directory, golden)
     chk = ParityChecker(golden)
     cfg = load_config(_find_one(directory, "*.yaml"))
     model = build_model(cfg, device="cpu").eval()
@@ -203,8 +364,9 @@ def run_parity(directory: str) -> ParityChecker:
     # ---- inputs and features -------------------------------------------------------------------
     image = torch.from_numpy(np.asarray(Image.open(os.path.join(directory, "image.png")).convert("RGB")).copy())
     image = image.permute(2, 0, 1).contiguous()
-    chk.compare("input.image", image, note="image.png")
     h, w = image.shape[-2:]
+    _check_inputs(golden, (h, w), k)
+    chk.compare("input.image", image, note="image.png")
     with torch.no_grad():
         images = model.preprocess_image([image])
         hp, wp = images.tensor.shape[-2:]
@@ -226,7 +388,7 @@ def run_parity(directory: str) -> ParityChecker:
         features = model.encode_image(images)
     image_size, padded_size = (h, w), (hp, wp)
 
-    # ---- eval_direct: clicks in GT order ---------------------------------------------------------
+    # ---- eval_direct: the recorded clicks, in GT order -------------------------------------------
     clicks = golden["eval_direct.clicks_xy"]
     gt_masks = golden["eval_full.gt_masks"]
     chk.mark("eval_full.gt_masks", "ok", "input (GT masks)")
@@ -242,9 +404,15 @@ def run_parity(directory: str) -> ParityChecker:
     _compare_eval_outputs(chk, model, "eval_direct", image, clicks, k, gt_masks=None)
 
     # ---- eval_full: the COCO interactive evaluation order and clicks --------------------------
-    torch.manual_seed(0)
-    order = torch.randperm(gt_masks.shape[0])
-    chk.compare("eval_full.click_gt_index", order)
+    if seed is None:
+        order = golden["eval_full.click_gt_index"].long()
+        chk.mark("eval_full.click_gt_index", "WARN", f"input: recorded order used, not recomputed ({seed_source})")
+    else:
+        torch.manual_seed(seed)
+        order = torch.randperm(gt_masks.shape[0])
+        chk.compare("eval_full.click_gt_index", order, note=f"seed from {seed_source}")
+        if SEED_KEY in golden:
+            chk.mark(SEED_KEY, "ok", "input (seed of the click order)")
     chk.compare("eval_full.gt_boxes_xyxy", masks_to_boxes(gt_masks), note="BitMasks.get_bounding_boxes rule")
     full_clicks, why = _kornia_clicks(gt_masks[order])
     if full_clicks is None:
@@ -263,18 +431,26 @@ def run_parity(directory: str) -> ParityChecker:
     _compare_decoder(chk, "eval_full", out, cap)
     _compare_eval_outputs(chk, model, "eval_full", image, full_clicks, k, gt_masks=gt_masks[order])
 
-    # ---- demo: (x/W, y/H, 0.005, 0.005), no attention mask ---------------------------------------
-    levels = list(range(k))
-    chk.compare("demo.level", torch.tensor(levels), note="all K tokens")
-    chk.compare("demo.points", model.point_to_box(clicks.float(), image_size, image_size, "demo"))
-    chk.compare("demo.pb", torch.zeros(n))
-    demo_boxes = model.point_to_box(clicks.float(), image_size, padded_size, "demo")
+    # ---- demo: the recorded points as (x/W, y/H, 0.005, 0.005), no attention mask, demo.level ---------
+    # Pixels recovered in float64, so that integer clicks come back exactly.
+    demo_points = golden["demo.points"]
+    demo_clicks = (demo_points[:, :2].double() * torch.tensor([w, h], dtype=torch.float64)).float()
+    n_demo = demo_points.shape[0]
+    levels = [int(v) for v in golden["demo.level"]]
+    chk.mark("demo.level", "ok", f"input: tokens {levels}")
+    chk.compare("demo.points", model.point_to_box(demo_clicks, image_size, image_size, "demo"),
+                note="input, through the demo convention")
+    chk.compare("demo.pb", torch.zeros(n_demo))
+    demo_boxes = model.point_to_box(demo_clicks, image_size, padded_size, "demo")
     chk.compare("demo.points_padded_frame", demo_boxes)
+    demo_pb = torch.zeros(1, n_demo)
     with torch.no_grad():
-        out, cap = _capture_decoder(predictor, lambda: model.decode_prompts(features, demo_boxes[None], pb, "none"))
+        out, cap = _capture_decoder(
+            predictor, lambda: model.decode_prompts(features, demo_boxes[None], demo_pb, "none")
+        )
         _compare_decoder(chk, "demo", out, cap)
         res = model.inference(
-            [{"image": image, "points": clicks.float()}], levels=levels, attn_mask="none", point_convention="demo"
+            [{"image": image, "points": demo_clicks}], levels=levels, attn_mask="none", point_convention="demo"
         )[0]
     chk.compare("demo.pred_masks", res["pred_masks"].flatten(0, 1))
     chk.compare("demo.pred_ious", res["pred_ious"][None])

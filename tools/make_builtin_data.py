@@ -1,6 +1,8 @@
 """Write the built-in model's data: synthetic multi-granularity scenes, train and held-out val.
 
-    python tools/make_builtin_data.py --output datasets/builtin [--num-train 3000] [--num-val 50]
+    python -m tools.make_builtin_data --output datasets/builtin [--num-train 3000] [--num-val 50]
+
+(from the repository root: it imports the top-level ``datasets`` and ``tools`` packages).
 
 Layout under ``--output`` (``ROOT``), and the variables that point ``train_net.py`` at it::
 
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Sequence
 
 import numpy as np
@@ -33,8 +34,8 @@ from panopticapi.utils import id2rgb
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:
+    raise SystemExit("run it from the repository root as a module: python -m tools.make_builtin_data [options]")
 
 from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths  # noqa: E402
 from datasets.tiny_coco_panoptic import segment_info  # noqa: E402

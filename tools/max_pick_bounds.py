@@ -16,26 +16,20 @@ and a fixed rule that picks one of them, and reports the clicked-mask IoU each r
 Clicks are placed as the evaluation does (:func:`semantic_sam.evaluation.click_simulation.
 clicks_from_masks`, the point farthest from the mask boundary), on the annotations' own masks.
 
-    python tools/max_pick_bounds.py datasets/builtin/sa1b_json/val
+    python tools/max_pick_bounds.py datasets/builtin/sa1b_json/val     # or: python -m tools.max_pick_bounds ...
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Dict, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from semantic_sam.data.sa1b import decode_masks, find_sa1b_pairs, record_from_files  # noqa: E402
-from semantic_sam.evaluation.click_simulation import clicks_from_masks  # noqa: E402
-from semantic_sam.evaluation.multi_granularity import pairwise_mask_iou  # noqa: E402
+from semantic_sam.data.sa1b import decode_masks, find_sa1b_pairs, record_from_files
+from semantic_sam.evaluation.click_simulation import clicks_from_masks
+from semantic_sam.evaluation.multi_granularity import pairwise_mask_iou
 
 __all__ = ["RULES", "pick_rule_ious", "main"]
 

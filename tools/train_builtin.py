@@ -1,11 +1,13 @@
 """Reproduce the built-in model with one command: data, training, release checkpoint, evaluation.
 
-    python tools/train_builtin.py                       # everything, on the CPU
-    python tools/train_builtin.py --skip-data --skip-train   # only export + evaluate
+    python -m tools.train_builtin                       # everything, on the CPU
+    python -m tools.train_builtin --skip-data --skip-train   # only export + evaluate
+
+(from the repository root, which is also where the steps run).
 
 Steps (each one a plain command you can also run by hand; they are printed):
 
-1. ``tools/make_builtin_data.py --output DATA`` (synthetic scenes; train TSV shards, val SA-1B +
+1. ``python -m tools.make_builtin_data --output DATA`` (synthetic scenes; train TSV shards, val SA-1B +
    COCO panoptic).
 2. ``train_net.py --config-file configs/semantic_sam_builtin.yaml OUTPUT_DIR=OUT`` with the
    environment pointing at DATA (:func:`tools.make_builtin_data.builtin_env`).
@@ -26,11 +28,13 @@ from typing import Sequence
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+if __name__ == "__main__" and not __package__:
+    raise SystemExit("run it from the repository root as a module: python -m tools.train_builtin [options]")
 
 from tools.make_builtin_data import builtin_env  # noqa: E402
+
+# The repository root: the steps run there (train_net.py, configs/, the default paths are relative to it).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = os.path.join("configs", "semantic_sam_builtin.yaml")
 CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin.pth")
@@ -91,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = builtin_env(args.data)
     times = {}
     if not args.skip_data:
-        times["data"] = _run([py, "tools/make_builtin_data.py", "--output", args.data, "--no-progress"], {}, args.threads)
+        cmd = [py, "-m", "tools.make_builtin_data", "--output", args.data, "--no-progress"]
+        times["data"] = _run(cmd, {}, args.threads)
     if not args.skip_train:
         cmd = [py, "train_net.py", "--config-file", CONFIG, f"OUTPUT_DIR={args.output_dir}", *args.opts]
         times["train"] = _run(cmd, env, args.threads)

@@ -1,1 +1,2 @@
-"""Helpers shared by the entry points (demo.py, train_net.py): visualization."""
+"""Helpers of the entry points: overlay drawing (``visualizer``), demo.py's web app (``demo_app``) and
+its results and headless outputs (``demo_outputs``)."""

@@ -2,9 +2,11 @@
 from .build import build_evaluator
 from .click_simulation import CLICK_METHODS, click_from_mask, clicks_from_masks
 from .interactive_evaluator import (
+    EVAL_PRECISIONS,
     SKIPPED_RECORD,
     InteractiveEvaluator,
     PromptedInference,
+    evaluation_dtype,
     mask_ious,
     skipped_record_input,
     summarize_ious,
@@ -13,6 +15,7 @@ from .multi_granularity import MultiGranularityEvaluator, matched_iou, pairwise_
 
 __all__ = [
     "CLICK_METHODS",
+    "EVAL_PRECISIONS",
     "SKIPPED_RECORD",
     "InteractiveEvaluator",
     "MultiGranularityEvaluator",
@@ -20,6 +23,7 @@ __all__ = [
     "build_evaluator",
     "click_from_mask",
     "clicks_from_masks",
+    "evaluation_dtype",
     "mask_ious",
     "matched_iou",
     "pairwise_mask_iou",

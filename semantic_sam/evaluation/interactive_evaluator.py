@@ -35,11 +35,15 @@ from detectron2.utils.file_io import PathManager
 from tabulate import tabulate
 from torch import nn
 
+from ..utils.precision import inference_autocast
+
 __all__ = [
+    "EVAL_PRECISIONS",
     "SKIPPED_RECORD",
     "InteractiveEvaluator",
     "format_results_table",
     "PromptedInference",
+    "evaluation_dtype",
     "gt_masks_of",
     "log_skipped_records",
     "mask_ious",
@@ -51,6 +55,20 @@ logger = logging.getLogger(__name__)
 
 # Key of the mapped input that stands for a record the mapper could not read.
 SKIPPED_RECORD = "skipped_record"
+
+# Numerics of the model during evaluation (TEST.PRECISION): "auto" = float16 autocast on CUDA, as
+# the reference evaluates, and float32 elsewhere; "fp32"; "fp16" = float16 autocast on any device.
+EVAL_PRECISIONS = ("auto", "fp32", "fp16")
+
+
+def evaluation_dtype(precision: str, device: torch.device | str) -> torch.dtype:
+    """The autocast dtype of ``precision`` (one of :data:`EVAL_PRECISIONS`) on ``device``:
+    float32 means no autocast."""
+    if precision not in EVAL_PRECISIONS:
+        raise ValueError(f"unknown evaluation precision {precision!r}; expected one of {EVAL_PRECISIONS}")
+    if precision == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return torch.float16 if precision == "fp16" else torch.float32
 
 
 def skipped_record_input(where: str, reason: str) -> dict:
@@ -137,12 +155,23 @@ class PromptedInference(nn.Module):
     still count them. Use it as the model of ``inference_on_dataset``. The wrapper starts in
     the model's train/eval mode, so that ``inference_on_dataset``, which restores the mode of
     the module it is given, leaves the model as it found it.
+
+    Args:
+        model: a model with ``inference(batched_inputs, **inference_kwargs)``.
+        precision: ``TEST.PRECISION``, one of :data:`EVAL_PRECISIONS`. The default ``"auto"``
+            runs the model under float16 autocast on CUDA, as the reference evaluates (its
+            outputs are then float16), and in plain float32 on the CPU.
+        inference_kwargs: passed to ``model.inference`` (e.g. ``levels``).
     """
 
-    def __init__(self, model: nn.Module, **inference_kwargs):
+    def __init__(self, model: nn.Module, *, precision: str = "auto", **inference_kwargs):
         super().__init__()
+        if precision not in EVAL_PRECISIONS:
+            raise ValueError(f"TEST.PRECISION: unknown {precision!r}; expected one of {EVAL_PRECISIONS}")
         self.model = model
+        self.precision = precision
         self.inference_kwargs = inference_kwargs
+        self._logged_dtype = False
         self.train(model.training)
 
     @staticmethod
@@ -153,9 +182,26 @@ class PromptedInference(nn.Module):
         todo = [i for i, x in enumerate(batched_inputs) if self.num_prompts(x) > 0]
         outputs: list[dict] = [{} for _ in batched_inputs]
         if todo:
-            for i, out in zip(todo, self.model.inference([batched_inputs[i] for i in todo], **self.inference_kwargs)):
+            device = _device_of(self.model)
+            dtype = evaluation_dtype(self.precision, device)
+            if not self._logged_dtype:
+                how = "float32" if dtype == torch.float32 else f"{dtype} autocast"
+                logger.info("Evaluating on %s in %s (TEST.PRECISION=%s)", device, how, self.precision)
+                self._logged_dtype = True
+            with inference_autocast(device, dtype):
+                results = self.model.inference([batched_inputs[i] for i in todo], **self.inference_kwargs)
+            for i, out in zip(todo, results):
                 outputs[i] = out
         return outputs
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The model's device: its ``device`` attribute, else that of its first parameter, else the CPU."""
+    device = getattr(model, "device", None)
+    if isinstance(device, (torch.device, str)):
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 class InteractiveEvaluator(DatasetEvaluator):

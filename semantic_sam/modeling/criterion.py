@@ -29,7 +29,8 @@ of prompt i is the GT the prompt was drawn from; per layer, only the output with
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -38,15 +39,17 @@ from detectron2.config import configurable
 from detectron2.utils.comm import get_world_size
 from torch import Tensor
 
+from semantic_sam.config import ConfigError
 from semantic_sam.utils.random_draws import RandomSource, resolve_random_source
 
 from .losses import box_l1_loss, dice_loss, giou_loss, iou_score_loss, sigmoid_ce_loss
 from .matcher import ManyToManyMatcher
 from .point_sampling import point_sample, sample_binary_masks, sample_uncertain_points
 
-__all__ = ["LOSS_NAMES", "SemanticSamCriterion", "build_criterion", "expand_weight_dict"]
+__all__ = ["LOSS_NAMES", "SemanticSamCriterion", "build_criterion", "check_criterion_options", "expand_weight_dict"]
 
 IOU_TARGETS = ("matched", "prompt")
+_COST_KEYS = ("COST_MASK_WEIGHT", "COST_DICE_WEIGHT", "COST_BOX_WEIGHT", "COST_GIOU_WEIGHT")
 LOSS_NAMES = ("loss_mask_bce", "loss_mask_dice", "iou_score_loss", "loss_bbox", "loss_giou")
 
 
@@ -60,6 +63,44 @@ def expand_weight_dict(base: Mapping[str, float], num_layers: int, deep_supervis
     """
     suffixes = range(num_layers) if deep_supervision else range(1)
     return {f"{name}_{s}": float(w) for s in suffixes for name, w in base.items()}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_WEIGHT_KEYS = ("MASK_WEIGHT", "DICE_WEIGHT", "BOX_WEIGHT", "GIOU_WEIGHT", "IOU_WEIGHT", *_COST_KEYS)
+_FLAG_KEYS = ("MANY_TO_ONE", "DEEP_SUPERVISION", "DETACH_IOU_TARGET", "MATCH_EACH_LAYER")
+# The MODEL.DECODER keys that the criterion and its matcher read: key -> (value check, allowed values).
+_OPTIONS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "TRAIN_NUM_POINTS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "OVERSAMPLE_RATIO": (lambda v: _is_number(v) and v >= 1, "a number >= 1"),
+    "IMPORTANCE_SAMPLE_RATIO": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "NUM_INTERACTIVE_TOKENS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "DEC_LAYERS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "IOU_TARGET": (lambda v: v in IOU_TARGETS, f"one of {', '.join(map(repr, IOU_TARGETS))}"),
+    **{key: (lambda v: isinstance(v, bool), "True or False") for key in _FLAG_KEYS},
+    **{key: (lambda v: _is_number(v) and v >= 0, "a number >= 0 (a weight)") for key in _WEIGHT_KEYS},
+}
+
+
+def check_criterion_options(cfg) -> None:
+    """Raise a :class:`~semantic_sam.config.ConfigError` naming the first ``MODEL.DECODER`` key that the
+    criterion or its matcher cannot use (also for a config changed after loading, which
+    :func:`~semantic_sam.config.load_config`'s checks did not see)."""
+    dec = cfg.MODEL.DECODER
+    for key, (ok, allowed) in _OPTIONS.items():
+        if not ok(dec[key]):
+            raise ConfigError(f"invalid value for config key 'MODEL.DECODER.{key}': {dec[key]!r}; allowed: {allowed}")
+    if all(dec[key] == 0 for key in _COST_KEYS):
+        raise ConfigError(
+            f"invalid value for config key 'MODEL.DECODER.{_COST_KEYS[0]}': 0; allowed: a positive weight for at "
+            f"least one of {', '.join('MODEL.DECODER.' + k for k in _COST_KEYS)}"
+        )
 
 
 def _num_normalizer(count: int, device: torch.device) -> float:
@@ -126,6 +167,12 @@ class SemanticSamCriterion:
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:
+        """The criterion's and its matcher's options from ``cfg.MODEL.DECODER``, checked first.
+
+        Raises:
+            ConfigError: a value they cannot use (:func:`check_criterion_options`).
+        """
+        check_criterion_options(cfg)
         dec = cfg.MODEL.DECODER
         base = {
             "loss_mask_bce": dec.MASK_WEIGHT,
@@ -438,5 +485,9 @@ class SemanticSamCriterion:
 
 
 def build_criterion(cfg) -> SemanticSamCriterion:
-    """The training criterion configured by ``cfg.MODEL.DECODER`` (many-to-one if ``MANY_TO_ONE``)."""
+    """The training criterion configured by ``cfg.MODEL.DECODER`` (many-to-one if ``MANY_TO_ONE``).
+
+    Raises:
+        ConfigError: an option the criterion or its matcher cannot use, named by its key.
+    """
     return SemanticSamCriterion(cfg)

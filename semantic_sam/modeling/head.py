@@ -11,14 +11,19 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 
-from .registry import DECODER, HEAD, PIXEL_DECODER, register
+from ..config import ConfigError
+from .registry import DECODER, HEAD, PIXEL_DECODER, get_registered, register
 
 __all__ = ["GeneralHead"]
 
 
 @register(HEAD, "general_head")
 class GeneralHead(nn.Module):
-    """Holds ``pixel_decoder`` (backbone features -> mask and multi-scale features) and ``predictor``."""
+    """Holds ``pixel_decoder`` (backbone features -> mask and multi-scale features) and ``predictor``.
+
+    It has no ``forward``: the meta-architecture calls :meth:`encode` once per image and
+    ``predictor`` once per prompt batch.
+    """
 
     @configurable
     def __init__(self, *, pixel_decoder: nn.Module, predictor: nn.Module) -> None:
@@ -28,12 +33,10 @@ class GeneralHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Mapping[str, ShapeSpec]) -> dict:
-        from ..build import get_registered
-
         in_features = list(cfg.MODEL.ENCODER.IN_FEATURES)
         missing = [f for f in in_features if f not in input_shape]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.ENCODER.IN_FEATURES names {missing}, which the backbone does not output "
                 f"(it outputs {sorted(input_shape)})"
             )
@@ -49,8 +52,3 @@ class GeneralHead(nn.Module):
         (strides 8, 16, 32, 64)."""
         mask_features, _, multi_scale_features = self.pixel_decoder.forward_features(features)
         return {"mask_features": mask_features, "multi_scale_features": list(multi_scale_features)}
-
-    def forward(self, features: Mapping[str, Tensor], boxes: Tensor, pb: Tensor, **kwargs) -> dict:
-        """Pixel decoder, then the predictor on the prompts (see ``InteractiveDecoder.forward``)."""
-        enc = self.encode(features)
-        return self.predictor(enc["multi_scale_features"], enc["mask_features"], boxes, pb, **kwargs)

@@ -30,9 +30,6 @@ from .point_sampling import point_sample, sample_binary_masks
 
 __all__ = ["ManyToManyMatcher", "build_matcher", "assign_within_prompts"]
 
-# The reference's cost for a query and a target of different prompts (kept for reporting).
-CROSS_PROMPT_COST = 1e6
-
 
 def assign_within_prompts(
     cost: np.ndarray, target_prompt_inds: Sequence[int], num_tokens: int

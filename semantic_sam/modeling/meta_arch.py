@@ -11,7 +11,7 @@ images with pixel prompts, and ``forward`` returns the training losses.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,17 +20,22 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, ImageList
 from torch import Tensor, nn
 
-from ..utils.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
-from .decoder.prompt_encoder import ATTN_MASK_MODES
-from .registry import BACKBONE, HEAD, META_ARCH, register
+from ..utils.box_ops import box_cxcywh_to_xyxy
+from .decoder import prompt_encoder
+from .decoder.prompt_encoder import (
+    POINT_CONVENTIONS,
+    check_attn_mask_mode,
+    check_pixel_prompts,
+    check_point_convention,
+    check_token_indices,
+)
+from .criterion import build_criterion
+from .registry import BACKBONE, HEAD, META_ARCH, get_registered, register
+
+if TYPE_CHECKING:
+    from ..data.prompt_sampling import ClickTargets
 
 __all__ = ["SemanticSAM", "POINT_CONVENTIONS"]
-
-POINT_CONVENTIONS = ("eval", "demo")
-# Half size in pixels of the box a click becomes in the reference's COCO evaluation and training.
-_CLICK_BOX_HALF_SIZE = 3.0
-# Normalized width and height of a click box in the reference's demo / predictor / AMG.
-_DEMO_POINT_SIZE = 0.005
 
 
 @META_ARCH_REGISTRY.register()
@@ -55,7 +60,6 @@ class SemanticSAM(nn.Module):
         size_divisibility: int = 32,
         num_clicks_per_image: int = 60,
         criterion: Optional[Callable] = None,
-        criterion_factory: Optional[Callable[[], Callable]] = None,
         train_box_prompts: bool = False,
         train_boxes_padded_frame: bool = False,
         noise_scale: float = 0.4,
@@ -70,8 +74,6 @@ class SemanticSAM(nn.Module):
             criterion: callable ``criterion(outputs, targets) -> dict[str, Tensor]`` with a
                 ``weight_dict``; it must hold no parameters or buffers (it is kept outside the module
                 tree, so it adds no state-dict keys).
-            criterion_factory: builds the criterion on the first training step when ``criterion`` is None
-                (lets the model build and infer without the training-only modules).
             train_box_prompts: also sample box prompts in training (the reference never does).
             train_boxes_padded_frame: normalize training prompt and GT boxes by the padded size
                 (the reference normalizes by the image size; equal for 1024 x 1024 SA-1B crops).
@@ -86,27 +88,19 @@ class SemanticSAM(nn.Module):
         if self.pixel_mean.shape != (3, 1, 1) or self.pixel_std.shape != (3, 1, 1):
             raise ValueError(f"pixel_mean and pixel_std must have 3 values, got {pixel_mean} and {pixel_std}")
         self.size_divisibility = size_divisibility
-        self.num_mask_tokens = sem_seg_head.predictor.num_mask_tokens
+        self.num_mask_tokens: int = int(sem_seg_head.predictor.num_mask_tokens)
         self.num_clicks_per_image = num_clicks_per_image
         self.train_box_prompts = train_box_prompts
         self.train_boxes_padded_frame = train_boxes_padded_frame
         self.noise_scale = noise_scale
         # Plain attributes (not submodules): the criterion must not appear in the state dict.
         self.__dict__["_criterion"] = criterion
-        self.__dict__["_criterion_factory"] = criterion_factory
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        from ..build import get_registered
-
+        criterion = build_criterion(cfg)  # first: a bad criterion option fails before the parts are built
         backbone = get_registered(BACKBONE, cfg.MODEL.BACKBONE.NAME, "MODEL.BACKBONE.NAME")(cfg)
         head = get_registered(HEAD, cfg.MODEL.HEAD, "MODEL.HEAD")(cfg, backbone.output_shape())
-
-        def criterion_factory():
-            from .criterion import build_criterion
-
-            return build_criterion(cfg)
-
         return {
             "backbone": backbone,
             "sem_seg_head": head,
@@ -114,7 +108,7 @@ class SemanticSAM(nn.Module):
             "pixel_std": list(cfg.INPUT.PIXEL_STD),
             "size_divisibility": cfg.MODEL.DECODER.SIZE_DIVISIBILITY,
             "num_clicks_per_image": cfg.MODEL.DECODER.MAX_NUM_INSTANCE,
-            "criterion_factory": criterion_factory,
+            "criterion": criterion,
             "train_box_prompts": cfg.MODEL.DECODER.get("TRAIN_BOX_PROMPTS", False),
             "train_boxes_padded_frame": cfg.MODEL.DECODER.get("TRAIN_BOXES_PADDED_FRAME", False),
             "noise_scale": cfg.MODEL.DECODER.DN_NOISE_SCALE,
@@ -126,11 +120,9 @@ class SemanticSAM(nn.Module):
 
     @property
     def criterion(self) -> Callable:
-        """The training criterion, built on first use."""
+        """The training criterion (``criterion=``, or built from the config with the model)."""
         if self._criterion is None:
-            if self._criterion_factory is None:
-                raise RuntimeError("SemanticSAM has no criterion: pass `criterion=` or build it from a config")
-            self.__dict__["_criterion"] = self._criterion_factory()
+            raise RuntimeError("SemanticSAM has no criterion: pass `criterion=` or build it from a config")
         return self._criterion
 
     # ------------------------------------------------------------------------------------------
@@ -208,8 +200,7 @@ class SemanticSAM(nn.Module):
             padded frame, ``pred_ious`` (B, N, K) raw, ``aux_outputs`` (list of L-1 dicts, layers 0..L-2).
             Query q = i*K + k is prompt i, token k.
         """
-        if attn_mask not in ATTN_MASK_MODES:
-            raise ValueError(f"attn_mask must be one of {ATTN_MASK_MODES}, got {attn_mask!r}")
+        check_attn_mask_mode(attn_mask)
         return self.sem_seg_head.predictor(
             features["multi_scale_features"],
             features["mask_features"],
@@ -252,49 +243,9 @@ class SemanticSAM(nn.Module):
         )
         return x.reshape(*lead, *x.shape[-2:])
 
-    @staticmethod
-    def point_to_box(
-        points_xy: Tensor,
-        image_size: Sequence[int],
-        padded_size: Sequence[int],
-        convention: str = "eval",
-    ) -> Tensor:
-        """Clicks -> prompt boxes, cxcywh normalized to the padded frame.
-
-        Args:
-            points_xy: (N, 2) pixel coordinates (x, y) in the image frame.
-            image_size: (H, W).
-            padded_size: (Hp, Wp).
-            convention: ``"eval"``: the 6-pixel box (x-3, y-3, x+3, y+3) as the reference's COCO evaluation
-                and training; ``"demo"``: (x/W, y/H, 0.005, 0.005) as its demo, predictor and AMG.
-
-        Returns:
-            (N, 4) cxcywh normalized by (Wp, Hp).
-        """
-        if points_xy.dim() != 2 or points_xy.shape[-1] != 2:
-            raise ValueError(f"points_xy must be (N, 2) (x, y), got shape {tuple(points_xy.shape)}")
-        h, w = (float(s) for s in image_size)
-        hp, wp = (float(s) for s in padded_size)
-        pts = points_xy.float()
-        whwh = pts.new_tensor([w, h, w, h])
-        to_padded = pts.new_tensor([wp, hp, wp, hp])
-        if convention == "eval":
-            r = _CLICK_BOX_HALF_SIZE
-            xyxy = torch.cat([pts - r, pts + r], dim=-1)
-            boxes = box_xyxy_to_cxcywh(xyxy) / whwh
-        elif convention == "demo":
-            size = pts.new_full((pts.shape[0], 2), _DEMO_POINT_SIZE)
-            boxes = torch.cat([pts / whwh[:2], size], dim=-1)
-        else:
-            raise ValueError(f"convention must be one of {POINT_CONVENTIONS}, got {convention!r}")
-        return boxes * whwh / to_padded
-
-    @staticmethod
-    def box_to_prompt(boxes_xyxy: Tensor, padded_size: Sequence[int]) -> Tensor:
-        """(M, 4) xyxy pixel boxes -> (M, 4) cxcywh normalized by (Wp, Hp)."""
-        hp, wp = (float(s) for s in padded_size)
-        b = boxes_xyxy.float()
-        return box_xyxy_to_cxcywh(b) / b.new_tensor([wp, hp, wp, hp])
+    # The prompt geometry lives in the prompt module; these aliases keep ``model.point_to_box(...)``.
+    point_to_box = staticmethod(prompt_encoder.point_to_box)
+    box_to_prompt = staticmethod(prompt_encoder.box_to_prompt)
 
     # ------------------------------------------------------------------------------------------
     # Forward
@@ -316,8 +267,6 @@ class SemanticSAM(nn.Module):
         return self._forward_train(batched_inputs)
 
     def _forward_train(self, batched_inputs: list[dict]) -> dict[str, Tensor]:
-        from ..data.prompt_sampling import prepare_click_targets
-
         if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
             raise ValueError("forward expects a non-empty list of input dicts")
         for i, x in enumerate(batched_inputs):
@@ -325,16 +274,35 @@ class SemanticSAM(nn.Module):
                 raise KeyError(f"training input {i} must have 'image' and 'instances', got keys {sorted(x)}")
         images = self.preprocess_image([x["image"] for x in batched_inputs])
         features = self.encode_image(images)
-        padded_size = tuple(images.tensor.shape[-2:])
+        targets = self._sample_prompts(batched_inputs, images)
 
+        boxes = torch.stack([t.boxes_dn for t in targets]).to(self.device)
+        pb = torch.stack([t.pb for t in targets]).to(self.device)
+        num_point_prompts = [t.box_start for t in targets]
+        noise = [t.anchor_noise for t in targets]
+        anchor_noise = torch.stack(noise).to(self.device) if all(u is not None for u in noise) else None
+        outputs = self.decode_prompts(
+            features, boxes, pb, attn_mask="block", num_point_prompts=num_point_prompts, anchor_noise=anchor_noise
+        )
+
+        criterion = self.criterion
+        losses = criterion(outputs, targets)
+        weight_dict = criterion.weight_dict
+        return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+
+    def _sample_prompts(self, batched_inputs: list[dict], images: ImageList) -> list[ClickTargets]:
+        """Sample each training image's prompts and their targets."""
+        from ..data.prompt_sampling import prepare_click_targets
+
+        padded_size = tuple(images.tensor.shape[-2:])
         targets = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
-            gt_masks = x["instances"].gt_masks
+            instances = x["instances"]
+            gt_masks = instances.gt_masks
             if isinstance(gt_masks, BitMasks):
                 gt_masks = gt_masks.tensor
             if not torch.is_tensor(gt_masks) or gt_masks.dim() != 3:
                 raise ValueError(f"training input {i}: instances.gt_masks must be BitMasks or a (M, H, W) tensor")
-            instances = x["instances"]
             gt_boxes = instances.gt_boxes.tensor.to(self.device) if instances.has("gt_boxes") else None
             targets.append(
                 prepare_click_targets(
@@ -350,19 +318,7 @@ class SemanticSAM(nn.Module):
                     padded_frame=self.train_boxes_padded_frame,
                 )
             )
-        boxes = torch.stack([t["boxes_dn"] for t in targets]).to(self.device)
-        pb = torch.stack([t["pb"] for t in targets]).to(self.device)
-        num_point_prompts = [int(t["box_start"]) for t in targets]
-        noise = [t.get("anchor_noise") for t in targets]
-        anchor_noise = torch.stack(noise).to(self.device) if all(u is not None for u in noise) else None
-        outputs = self.decode_prompts(
-            features, boxes, pb, attn_mask="block", num_point_prompts=num_point_prompts, anchor_noise=anchor_noise
-        )
-
-        criterion = self.criterion
-        losses = criterion(outputs, targets)
-        weight_dict = criterion.weight_dict
-        return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+        return targets
 
     @torch.no_grad()
     def inference(
@@ -392,12 +348,10 @@ class SemanticSAM(nn.Module):
         """
         if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
             raise ValueError("inference expects a non-empty list of input dicts")
-        if attn_mask not in ATTN_MASK_MODES:
-            raise ValueError(f"attn_mask must be one of {ATTN_MASK_MODES}, got {attn_mask!r}")
-        if point_convention not in POINT_CONVENTIONS:
-            raise ValueError(f"point_convention must be one of {POINT_CONVENTIONS}, got {point_convention!r}")
-        levels = self._check_levels(levels)
-        prompts = [self._check_prompts(x, i) for i, x in enumerate(batched_inputs)]
+        check_attn_mask_mode(attn_mask)
+        check_point_convention(point_convention, "point_convention")
+        levels = check_token_indices(levels, self.num_mask_tokens)
+        prompts = [self._check_input(x, i) for i, x in enumerate(batched_inputs)]
 
         # Group images by padded size: same-size images are encoded in one batch.
         groups: dict[tuple[int, int], list[int]] = {}
@@ -436,8 +390,8 @@ class SemanticSAM(nn.Module):
         out_h, out_w = int(x.get("height", h_img)), int(x.get("width", w_img))
         prompt_boxes = torch.cat(
             [
-                self.point_to_box(points.to(self.device), (h_img, w_img), padded_size, point_convention),
-                self.box_to_prompt(boxes_xyxy.to(self.device), padded_size),
+                prompt_encoder.point_to_box(points.to(self.device), (h_img, w_img), padded_size, point_convention),
+                prompt_encoder.box_to_prompt(boxes_xyxy.to(self.device), padded_size),
             ]
         )
         n = prompt_boxes.shape[0]
@@ -462,55 +416,19 @@ class SemanticSAM(nn.Module):
         d = max(int(self.size_divisibility), 1)
         return (int(h) + d - 1) // d * d, (int(w) + d - 1) // d * d
 
-    def _check_levels(self, levels: Optional[Sequence[int]]) -> list[int]:
-        k = self.num_mask_tokens
-        if levels is None:
-            return list(range(k))
-        if torch.is_tensor(levels):
-            levels = levels.tolist()
-        levels = list(levels)
-        if len(levels) == 0:
-            raise ValueError("levels must name at least one token index")
-        for lv in levels:
-            if isinstance(lv, bool) or not isinstance(lv, int) or not 0 <= lv < k:
-                raise ValueError(f"levels must be token indices in [0, {k}), got {levels}")
-        return levels
-
-    def _check_prompts(self, x: dict, i: int) -> tuple[Tensor, Tensor]:
-        """Validate image i's prompts; return (points (P, 2), boxes (M, 4)) as float CPU/device tensors."""
+    def _check_input(self, x: dict, i: int) -> tuple[Tensor, Tensor]:
+        """Validate input i; return its (points (P, 2), boxes (M, 4)) float32 pixel prompts."""
         if not isinstance(x, Mapping) or "image" not in x:
             raise KeyError(f"input {i} must be a dict with an 'image' entry")
         _check_image(x["image"], f"input {i}: image")
-        h, w = x["image"].shape[-2:]
-        points = _as_prompt_tensor(x.get("points"), 2, f"input {i}: points", "(P, 2) pixel (x, y)")
-        boxes = _as_prompt_tensor(x.get("boxes"), 4, f"input {i}: boxes", "(M, 4) pixel xyxy")
-        if points.shape[0] + boxes.shape[0] == 0:
-            raise ValueError(f"input {i} has no prompts: give 'points' (P, 2) and/or 'boxes' (M, 4)")
-        if points.numel():
-            bad = (points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)
-            if bad.any():
-                j = int(bad.nonzero()[0])
-                raise ValueError(
-                    f"input {i}: point {j} {points[j].tolist()} lies outside the image (W={w}, H={h}); "
-                    "points are pixel (x, y) in the image frame"
-                )
-        if boxes.numel():
-            bad = (
-                (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > w) | (boxes[:, 3] > h)
-                | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-            )
-            if bad.any():
-                j = int(bad.nonzero()[0])
-                raise ValueError(
-                    f"input {i}: box {j} {boxes[j].tolist()} is not an xyxy box inside the image (W={w}, H={h})"
-                )
+        prompts = check_pixel_prompts(x.get("points"), x.get("boxes"), x["image"].shape[-2:], f"input {i}: ")
         for key in ("height", "width"):
             if key in x:
                 v = x[key]
                 ok = (isinstance(v, int) and not isinstance(v, bool)) or (torch.is_tensor(v) and v.numel() == 1)
                 if not ok or int(v) <= 0:
                     raise ValueError(f"input {i}: '{key}' must be a positive int, got {v!r}")
-        return points, boxes
+        return prompts
 
 
 def _check_image(img: object, name: str) -> None:
@@ -522,20 +440,3 @@ def _check_image(img: object, name: str) -> None:
         raise ValueError(f"{name} is empty: shape {tuple(img.shape)}")
     if img.dtype != torch.uint8 and not img.is_floating_point():
         raise TypeError(f"{name} must be uint8 or float (0-255), got {img.dtype}")
-
-
-def _as_prompt_tensor(value: object, width: int, name: str, expected: str) -> Tensor:
-    if value is None:
-        return torch.zeros(0, width)
-    t = torch.as_tensor(value) if not torch.is_tensor(value) else value
-    integer = t.dtype in (torch.int16, torch.int32, torch.int64, torch.uint8)
-    if t.dtype == torch.bool or not (t.is_floating_point() or integer):
-        raise TypeError(f"{name} must be a numeric tensor {expected}, got dtype {t.dtype}")
-    if t.numel() == 0:
-        return torch.zeros(0, width)
-    if t.dim() != 2 or t.shape[1] != width:
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
-    t = t.float()
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return t

@@ -1,4 +1,5 @@
-"""Registries that map the config's names to builders, as the reference's configs select them.
+"""Registries that map the config's names to builders, as the reference's configs select them,
+and :func:`get_registered`, their lookup.
 
 ==========================  =====================  ==========================================
 config key                  registry               builder signature
@@ -9,6 +10,10 @@ config key                  registry               builder signature
 ``MODEL.ENCODER.NAME``      ``PIXEL_DECODER``      ``fn(cfg, input_shape: dict[str, ShapeSpec])``
 ``MODEL.DECODER.NAME``      ``DECODER``            ``fn(cfg, in_channels: int)``
 ==========================  =====================  ==========================================
+
+The built-in parts register themselves when their modules are imported; ``semantic_sam.modeling``
+imports each of them (explicitly, in its ``__init__``), so every name is registered once the package
+is imported. This module imports nothing of the model, so every part can import it.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from typing import Callable, TypeVar
 
 from detectron2.utils.registry import Registry
 
-__all__ = ["META_ARCH", "HEAD", "BACKBONE", "PIXEL_DECODER", "DECODER", "register"]
+from ..config import ConfigError
+
+__all__ = ["META_ARCH", "HEAD", "BACKBONE", "PIXEL_DECODER", "DECODER", "get_registered", "register"]
 
 META_ARCH = Registry("SEMANTIC_SAM_META_ARCH")
 HEAD = Registry("SEMANTIC_SAM_HEAD")
@@ -35,3 +42,16 @@ def register(registry: Registry, name: str) -> Callable[[T], T]:
         return obj
 
     return deco
+
+
+def get_registered(registry: Registry, name: str, key: str) -> Callable:
+    """``registry.get(name)`` with a config-level error naming ``key`` and the known names.
+
+    Raises:
+        ConfigError: ``name`` is not registered in ``registry``.
+    """
+    try:
+        return registry.get(name)
+    except KeyError:
+        known = ", ".join(sorted(k for k, _ in registry))
+        raise ConfigError(f"{key}: unknown name {name!r}; registered names: {known}") from None

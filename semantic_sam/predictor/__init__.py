@@ -3,12 +3,14 @@ from ..utils.image_io import UnsupportedImageError, load_image, to_rgb_uint8
 from .automatic_mask_generator import SemanticSamAutomaticMaskGenerator
 from .interactive_predictor import SemanticSamPredictor
 from .levels import ALL_LEVELS, levels_to_tokens
+from .model_interface import PromptableModel
 from .transforms import DEFAULT_MAX_SIZE, MAX_ASPECT_RATIO, ResizeShortestSide
 
 __all__ = [
     "ALL_LEVELS",
     "DEFAULT_MAX_SIZE",
     "MAX_ASPECT_RATIO",
+    "PromptableModel",
     "ResizeShortestSide",
     "SemanticSamAutomaticMaskGenerator",
     "SemanticSamPredictor",

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from ..modeling.decoder.prompt_encoder import check_attn_mask_mode
 from ..utils.box_ops import box_area
 from ..utils.image_io import to_rgb_uint8
 from .amg_utils import (
@@ -29,6 +30,7 @@ from .amg_utils import (
 )
 from .interactive_predictor import SemanticSamPredictor
 from .levels import ALL_LEVELS, levels_to_tokens
+from .model_interface import PromptableModel
 from .transforms import DEFAULT_MAX_SIZE
 
 __all__ = ["SemanticSamAutomaticMaskGenerator"]
@@ -43,7 +45,8 @@ class SemanticSamAutomaticMaskGenerator:
     Semantic-SAM, plus ``level``.
 
     Arguments:
-        model: a ``SemanticSAM`` model, or a :class:`SemanticSamPredictor` to share.
+        model: a ``SemanticSAM`` model (any :class:`~semantic_sam.predictor.model_interface.PromptableModel`),
+            or a :class:`SemanticSamPredictor` to share.
         points_per_side: clicks per image side (points_per_side**2 clicks); None if ``point_grids``.
         points_per_batch: clicks decoded together. With ``attn_mask="block"`` (default) it only
             trades speed for memory: the output does not depend on it.
@@ -73,7 +76,7 @@ class SemanticSamAutomaticMaskGenerator:
 
     def __init__(
         self,
-        model: torch.nn.Module | SemanticSamPredictor,
+        model: PromptableModel | SemanticSamPredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 200,
         pred_iou_thresh: float = 0.88,
@@ -119,8 +122,7 @@ class SemanticSamAutomaticMaskGenerator:
             raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}")
         if points_per_batch < 1:
             raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
-        if attn_mask not in ("block", "none"):
-            raise ValueError(f"attn_mask must be 'block' or 'none', got {attn_mask!r}")
+        check_attn_mask_mode(attn_mask)
 
         if isinstance(model, SemanticSamPredictor):
             self.predictor = model

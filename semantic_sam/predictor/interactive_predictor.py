@@ -5,7 +5,6 @@ Hp, Wp = h, w padded to a multiple of 32; P = prompts (clicks, then boxes); L = 
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Sequence
 
@@ -14,17 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..utils.box_ops import box_xyxy_to_cxcywh
+from ..modeling.decoder.prompt_encoder import (
+    box_to_prompt,
+    check_attn_mask_mode,
+    check_boxes_in_image,
+    check_points_in_image,
+    point_to_box,
+)
 from ..utils.image_io import to_rgb_uint8
 from ..utils.precision import inference_autocast, parse_dtype
 from .amg_utils import mask_iou, remove_small_regions
 from .levels import ALL_LEVELS, levels_to_tokens
 from .mask_upsampling import upsample_binary_x4
+from .model_interface import PromptableModel
 from .transforms import DEFAULT_MAX_SIZE, ResizeShortestSide
 
 __all__ = ["SemanticSamPredictor"]
-
-_ATTN_MODES = ("block", "none")
 
 
 class SemanticSamPredictor:
@@ -35,7 +39,8 @@ class SemanticSamPredictor:
     prompts and several clicks describing one object do not exist in this model.
 
     Arguments:
-        model: a ``SemanticSAM`` model (eval mode is set here).
+        model: a ``SemanticSAM`` model, or any :class:`~semantic_sam.predictor.model_interface.PromptableModel`
+            (eval mode is set here).
         short_side: the image's short side is resized to this many pixels before encoding (the
             reference demos use 640); None encodes the image at its own size.
         max_size: cap on the resized long side (default 2560, ``DEFAULT_MAX_SIZE``: images up to 4:1
@@ -51,6 +56,9 @@ class SemanticSamPredictor:
             and decoding under bfloat16 autocast, pixel decoder included
             (:func:`semantic_sam.utils.precision.inference_autocast`); about 2x faster image encoding
             on CPUs with AMX, within the tolerance documented in docs/PERFORMANCE.md.
+        cache_decoder_memory: precompute the decoder's prompt-independent work once per image in
+            :meth:`set_image` (``encode_image(..., cache_decoder_memory=True)``), reused by every
+            prediction on that image; False recomputes it per call, as the reference.
 
     Example::
 
@@ -62,7 +70,7 @@ class SemanticSamPredictor:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PromptableModel,
         short_side: int | None = 640,
         max_size: int | None = DEFAULT_MAX_SIZE,
         attn_mask: str = "block",
@@ -71,9 +79,9 @@ class SemanticSamPredictor:
         hole_area: int = 100,
         island_area: int = 100,
         precision: str | None = None,
+        cache_decoder_memory: bool = True,
     ) -> None:
-        if attn_mask not in _ATTN_MODES:
-            raise ValueError(f"attn_mask must be one of {_ATTN_MODES}, got {attn_mask!r}")
+        check_attn_mask_mode(attn_mask)
         self.precision = parse_dtype(precision)
         self.model = model.eval()
         self.transform = ResizeShortestSide(short_side, max_size)
@@ -82,10 +90,7 @@ class SemanticSamPredictor:
         self.dedup_iou_thresh = dedup_iou_thresh
         self.hole_area = hole_area
         self.island_area = island_area
-        try:
-            self._can_cache_memory = "cache_decoder_memory" in inspect.signature(model.encode_image).parameters
-        except (TypeError, ValueError):
-            self._can_cache_memory = False
+        self.cache_decoder_memory = cache_decoder_memory
         self.reset_image()
 
     # ------------------------------------------------------------------ image
@@ -147,11 +152,7 @@ class SemanticSamPredictor:
         self.reset_image()
         with torch.inference_mode(), self._autocast():
             images = self.model.preprocess_image([image.to(self.device)])
-            if self._can_cache_memory:
-                # also precompute the decoder's prompt-independent work, reused by every predict call
-                self.features = self.model.encode_image(images, cache_decoder_memory=True)
-            else:
-                self.features = self.model.encode_image(images)
+            self.features = self.model.encode_image(images, cache_decoder_memory=self.cache_decoder_memory)
         self.original_size = (int(original_size[0]), int(original_size[1]))
         self.input_size = (int(image.shape[1]), int(image.shape[2]))
         self.padded_size = (int(images.tensor.shape[-2]), int(images.tensor.shape[-1]))
@@ -189,13 +190,7 @@ class SemanticSamPredictor:
                 )
             if np.any(labels != 1):
                 raise ValueError(f"point_labels must be 1 (positive click), got {sorted(set(labels.tolist()))}")
-        h, w = self.original_size
-        bad = ~np.isfinite(pts).all(1) | (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
-        if bad.any():
-            i = int(np.nonzero(bad)[0][0])
-            raise ValueError(
-                f"point {i} (x={pts[i, 0]:g}, y={pts[i, 1]:g}) is outside the image (width {w}, height {h})"
-            )
+        check_points_in_image(torch.tensor(pts), self.original_size)
         return pts
 
     def _check_boxes(self, box: Any) -> np.ndarray | None:
@@ -206,12 +201,7 @@ class SemanticSamPredictor:
             b = b[None]
         if b.ndim != 2 or b.shape[1] != 4:
             raise ValueError(f"box must be (4,) or (M, 4) xyxy pixels, got shape {np.asarray(box).shape}")
-        h, w = self.original_size
-        for i, (x0, y0, x1, y1) in enumerate(b):
-            if not np.isfinite([x0, y0, x1, y1]).all() or not (x0 < x1 and y0 < y1):
-                raise ValueError(f"box {i} {b[i].tolist()} must be xyxy with x0 < x1 and y0 < y1")
-            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                raise ValueError(f"box {i} {b[i].tolist()} is outside the image (width {w}, height {h})")
+        check_boxes_in_image(torch.tensor(b), self.original_size, allow_degenerate=False)
         return b
 
     # ------------------------------------------------------------------ prediction
@@ -314,20 +304,17 @@ class SemanticSamPredictor:
         """Like :meth:`predict_low_res` for all K tokens in token order, without copying the masks:
         low_res_logits (P, K, Hp/4, Wp/4) (a view of the model's output) and scores (P, K)."""
         self._require_image()
-        attn_mask = self.attn_mask if attn_mask is None else attn_mask
-        if attn_mask not in _ATTN_MODES:
-            raise ValueError(f"attn_mask must be one of {_ATTN_MODES}, got {attn_mask!r}")
+        attn_mask = self.attn_mask if attn_mask is None else check_attn_mask_mode(attn_mask)
         h, w = self.input_size
         hp, wp = self.padded_size
         prompts = []
         with torch.inference_mode(), self._autocast():
             if point_coords is not None and len(point_coords):
                 pts = torch.as_tensor(point_coords, dtype=torch.float, device=self.device).reshape(-1, 2)
-                prompts.append(self.model.point_to_box(pts, (h, w), (hp, wp), convention="demo"))
+                prompts.append(point_to_box(pts, (h, w), (hp, wp), convention="demo"))
             if boxes is not None and len(boxes):
                 b = torch.as_tensor(boxes, dtype=torch.float, device=self.device).reshape(-1, 4)
-                scale = torch.tensor([wp, hp, wp, hp], dtype=torch.float, device=self.device)
-                prompts.append(box_xyxy_to_cxcywh(b) / scale)
+                prompts.append(box_to_prompt(b, (hp, wp)))
             if not prompts:
                 raise ValueError("no prompts: point_coords and boxes are both empty")
             anchors = torch.cat(prompts, dim=0).to(self.device, torch.float)[None]  # (1, P, 4)

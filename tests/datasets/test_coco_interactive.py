@@ -53,7 +53,9 @@ def test_registration_reads_the_panoptic_json(root):
 
 
 def test_mapper_gt_is_every_non_crowd_segment_resized(root):
-    mapper = CocoInteractiveDatasetMapper(_cfg("MODEL.DECODER.TEST.BOX_INTERACTIVE=True"))
+    mapper = CocoInteractiveDatasetMapper(
+        _cfg("MODEL.DECODER.TEST.BOX_INTERACTIVE=True", "MODEL.DECODER.TEST.CLICK_METHOD=exact")
+    )
     d0, d1 = [mapper(d) for d in DatasetCatalog.get(NAME)]
 
     # 48x64 -> shortest edge 96 (longest 128 > 120, so scaled to 120): 90x120.
@@ -91,7 +93,7 @@ def test_mapper_gt_is_every_non_crowd_segment_resized(root):
 
 
 def test_mapper_kornia_clicks_and_no_boxes_by_default(root):
-    d0 = CocoInteractiveDatasetMapper(_cfg("MODEL.DECODER.TEST.CLICK_METHOD=kornia"))(DatasetCatalog.get(NAME)[0])
+    d0 = CocoInteractiveDatasetMapper(_cfg())(DatasetCatalog.get(NAME)[0])
     assert "boxes" not in d0
     assert torch.equal(d0["points"].long(), clicks_from_masks(d0["instances"].gt_masks.tensor, "kornia"))
 

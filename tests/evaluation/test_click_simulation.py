@@ -131,3 +131,18 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="unknown click method 'edt'"):
         clicks_from_masks(torch.ones(1, 4, 4, dtype=torch.bool), "edt")
     assert clicks_from_masks(torch.zeros(0, 4, 4, dtype=torch.bool)).shape == (0, 2)
+
+
+def test_default_method_is_kornia_everywhere(golden):
+    """The reference's clicks by default: the functions, the config and the COCO mapper; "exact" by name."""
+    from datasets.coco_interactive_dataset_mapper import CocoInteractiveDatasetMapper
+    from semantic_sam.config import load_config
+
+    gt = golden["eval_full.gt_masks"][golden["eval_full.click_gt_index"]]
+    assert torch.equal(clicks_from_masks(gt), golden["eval_full.clicks_xy"])  # the reference's own clicks
+    assert not torch.equal(clicks_from_masks(gt, "exact"), golden["eval_full.clicks_xy"])
+    assert click_from_mask(torch.ones(7, 9, dtype=torch.bool)) == (4, 3)  # exact: (3, 3)
+
+    assert load_config(None).MODEL.DECODER.TEST.CLICK_METHOD == "kornia"
+    assert load_config(None, ["MODEL.DECODER.TEST.CLICK_METHOD=exact"]).MODEL.DECODER.TEST.CLICK_METHOD == "exact"
+    assert CocoInteractiveDatasetMapper(augmentations=[]).click_method == "kornia"

@@ -229,3 +229,42 @@ def test_sam_minival_skips_a_corrupt_record_instead_of_substituting(model, tmp_p
     expected = dict(expected["multi_granularity"])
     assert expected.pop("num_skipped_records") == 0
     assert {k: v for k, v in res.items() if k != "num_skipped_records"} == pytest.approx(expected, abs=1e-9)
+
+
+def _prompted_input(golden):
+    gt = golden["eval_full.gt_masks"][golden["eval_full.click_gt_index"]]
+    return {"image": golden["input.image"], "height": 200, "width": 300, "image_id": 0,
+            "points": golden["eval_full.clicks_xy"].float(), "boxes": None, "gt": gt}
+
+
+def test_default_precision_on_cpu_is_plain_float32(model, golden):
+    """TEST.PRECISION "auto" on the CPU: the same float32 outputs as calling the model directly."""
+    inp = _prompted_input(golden)
+    (direct,) = model.inference([inp])
+    (wrapped,) = PromptedInference(model, precision=_cfg().TEST.PRECISION)([inp])
+    assert wrapped["pred_masks"].dtype == torch.float32
+    for key in ("pred_masks", "pred_ious"):
+        assert torch.equal(wrapped[key], direct[key]), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_evaluation_runs_on_cuda(model, golden):
+    """"auto" on CUDA is the reference's float16 autocast: float16 outputs, finite, the same binary masks
+    as float32 wherever the float32 logit is not within 0.05 of the threshold, and the evaluator scores them."""
+    import copy
+
+    cuda_model = copy.deepcopy(model).to("cuda")
+    inp = _prompted_input(golden)
+    (half,) = PromptedInference(cuda_model)([inp])
+    (full,) = PromptedInference(cuda_model, precision="fp32")([inp])
+    assert half["pred_masks"].dtype == torch.float16 and full["pred_masks"].dtype == torch.float32
+    assert torch.isfinite(half["pred_masks"]).all() and torch.isfinite(half["pred_ious"]).all()
+    sure = full["pred_masks"].abs() > 0.05
+    assert torch.equal((half["pred_masks"] > 0)[sure], (full["pred_masks"] > 0)[sure])
+
+    inst = Instances((200, 300))
+    inst.gt_masks = BitMasks(inp["gt"])
+    ev = InteractiveEvaluator(distributed=False)
+    ev.process([dict(inp, instances=inst)], [half])
+    res = ev.evaluate()["interactive"]
+    assert res["num_segments"] == 3 and 0 <= res["1-IoU@Max"] <= res["1-IoU@Oracle"] <= 100

@@ -250,3 +250,67 @@ def test_skipped_records_are_counted_and_logged_not_scored(tmp_path, caplog):
     ev.reset()
     ev.process(*map(list, zip(_image_c())))
     assert ev.evaluate()["interactive"]["num_skipped_records"] == 0
+
+
+class _AutocastProbe(torch.nn.Module):
+    """A model whose ``inference`` records the autocast state it runs under, on a device it claims."""
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__()
+        self.device = torch.device(device)
+        self.seen: list[tuple[bool, torch.dtype]] = []
+
+    def inference(self, batched_inputs, **kwargs):
+        dev = self.device.type
+        on = torch.is_autocast_enabled(dev)
+        self.seen.append((on, torch.get_autocast_dtype(dev) if on else torch.float32))
+        return [{"pred_masks": torch.zeros(len(x["points"]), 1, 2, 2)} for x in batched_inputs]
+
+
+def test_evaluation_dtype_resolves_auto_by_device():
+    assert ie.evaluation_dtype("auto", "cpu") == torch.float32
+    assert ie.evaluation_dtype("auto", "cuda:1") == torch.float16  # the reference's fp16 autocast
+    assert ie.evaluation_dtype("fp32", "cuda") == torch.float32
+    assert ie.evaluation_dtype("fp16", "cpu") == torch.float16
+    with pytest.raises(ValueError, match="unknown evaluation precision 'bf16'"):
+        ie.evaluation_dtype("bf16", "cpu")
+    with pytest.raises(ValueError, match="TEST.PRECISION"):
+        PromptedInference(_AutocastProbe(), precision="half")
+
+
+@pytest.mark.parametrize("precision, expected", [("auto", (False, torch.float32)), ("fp32", (False, torch.float32)),
+                                                 ("fp16", (True, torch.float16))])
+def test_prompted_inference_runs_the_model_under_the_precision_on_cpu(precision, expected):
+    probe = _AutocastProbe("cpu")
+    PromptedInference(probe, precision=precision)([_image_a()[0]])
+    assert probe.seen == [expected]
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks
+
+
+def test_prompted_inference_passes_the_precision_to_torch_autocast(monkeypatch):
+    """On a CUDA model, "auto" asks torch.autocast for float16 on "cuda" (spied: no GPU needed);
+    "fp32" asks for a disabled context."""
+    import contextlib
+
+    calls = []
+
+    def spy(device_type, dtype=None, enabled=True, **kwargs):
+        calls.append((device_type, dtype if enabled else "off"))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    PromptedInference(_AutocastProbe("cuda"))([_image_a()[0]])
+    PromptedInference(_AutocastProbe("cuda"), precision="fp32")([_image_a()[0]])
+    PromptedInference(_AutocastProbe("cpu"))([_image_a()[0]])
+    assert calls == [("cuda", torch.float16), ("cuda", "off"), ("cpu", "off")]
+
+
+def test_precision_is_a_checked_config_key():
+    from semantic_sam import config_checks
+    from semantic_sam.config import ConfigError, load_config
+
+    assert config_checks.EVAL_PRECISIONS == ie.EVAL_PRECISIONS
+    assert load_config(None).TEST.PRECISION == "auto"
+    assert load_config(None, ["TEST.PRECISION=fp16"]).TEST.PRECISION == "fp16"
+    with pytest.raises(ConfigError, match="TEST.PRECISION"):
+        load_config(None, ["TEST.PRECISION=bf16"])

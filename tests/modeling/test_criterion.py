@@ -1,6 +1,12 @@
-"""Criterion: the reference's recorded training step (criterion_tiny), many-to-one, batches."""
+"""Criterion: the reference's recorded training step (criterion_tiny), many-to-one, batches.
 
-import random
+The replay of a recorded step is :mod:`tools.check_criterion` (its format and every check are documented
+there); it runs here on ``tests/fixtures/criterion_tiny`` and on the directory named by the environment
+variable ``SEMANTIC_SAM_CRITERION_GOLDEN`` if set. ``tests/tools/test_check_criterion.py`` checks that the
+tool reads every input of a case.
+"""
+
+import os
 
 import pytest
 import torch
@@ -9,154 +15,70 @@ import torch.nn.functional as F
 from semantic_sam.config import load_config
 from semantic_sam.data.prompt_sampling import prepare_click_targets
 from semantic_sam.modeling import criterion as criterion_module
-from semantic_sam.modeling.criterion import LOSS_NAMES, SemanticSamCriterion, build_criterion, expand_weight_dict
+from semantic_sam.modeling.criterion import SemanticSamCriterion, build_criterion, expand_weight_dict
 from semantic_sam.modeling.matcher import ManyToManyMatcher
 from semantic_sam.utils.random_draws import ReplayRandom
+from tools.check_criterion import check_criterion, load_case
 
-GOLDEN = "tests/fixtures/criterion_tiny/golden.pt"
-CONFIG = "tests/fixtures/criterion_tiny/tiny_criterion_m2m.yaml"
-LAYER_ORDER = [2, 0, 1]  # decoder layers in the criterion's order (suffixes 0, 1, 2)
-
-
-@pytest.fixture(scope="module")
-def golden():
-    return torch.load(GOLDEN)
+SHIPPED = "tests/fixtures/criterion_tiny"
+CONFIG = os.path.join(SHIPPED, "tiny_criterion_m2m.yaml")
+ENV = "SEMANTIC_SAM_CRITERION_GOLDEN"
 
 
 @pytest.fixture(scope="module")
-def cfg():
-    return load_config(CONFIG)
-
-
-def _targets(g):
-    draws = [int(g["targets.box_start_draw"]), g["targets.randperm"]]
-    draws += [int(c) for c in g["targets.click_candidate_choice"]] + [g["forward.dn_rand"]]
-    return prepare_click_targets(
-        g["input.gt_masks"], (256, 256), (256, 256), 6, 6, gt_boxes=g["input.gt_boxes_xyxy"], rng=ReplayRandom(draws)
-    )
-
-
-def _outputs(g, requires_grad=False):
-    layers = [
-        {
-            k: g[f"outputs.layer{l}.{k}"].clone().requires_grad_(requires_grad)
-            for k in ("pred_masks", "pred_boxes", "pred_ious")
-        }
-        for l in range(3)
-    ]
-    outputs = dict(layers[2], aux_outputs=[layers[0], layers[1]])
-    return outputs, layers
-
-
-def _loss_draws(g):
-    draws = [g["matcher.point_coords"]]
-    for l in LAYER_ORDER:
-        draws += [g[f"criterion.layer{l}.oversampled_coords"], g[f"criterion.layer{l}.random_coords"]]
-    return draws
+def case():
+    return load_case(SHIPPED)
 
 
 def _total(losses, weight_dict):
     return sum(v * weight_dict[k] for k, v in losses.items())
 
 
-def test_golden_many_to_many_replay(golden, cfg):
-    criterion = build_criterion(cfg)
-    assert torch.equal(golden["criterion.layer_order"], torch.tensor(LAYER_ORDER))
-    outputs, layers = _outputs(golden, requires_grad=True)
-    rng = ReplayRandom(_loss_draws(golden))
-    details = {}
-    losses = criterion(outputs, [_targets(golden)], rng=rng, details=details)
-    assert rng.remaining == 0
-    assert details["num_masks"] == golden["meta.num_masks"].item()
-    [(src, tgt)] = details["indices"]
-    assert torch.equal(src, golden["matcher.src_idx"]) and torch.equal(tgt, golden["matcher.tgt_idx"])
-
-    # Every loss term before and after weighting, in the reference's order, and the total.
-    assert list(losses) == [f"{n}_{s}" for s in range(3) for n in LOSS_NAMES]
-    for key, value in losses.items():
-        assert criterion.weight_dict[key] == golden[f"loss.weight.{key}"].item()
-        torch.testing.assert_close(value, golden[f"loss.unweighted.{key}"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(
-            value * criterion.weight_dict[key], golden[f"loss.weighted.{key}"], atol=1e-5, rtol=1e-5
-        )
-    total = _total(losses, criterion.weight_dict)
-    torch.testing.assert_close(total, golden["loss.total"], atol=1e-4, rtol=0)
-
-    # Per-pair values of every layer.
-    per_pair = {
-        "point_coords": "point_coords",
-        "point_labels": "point_labels",
-        "point_logits": "point_logits",
-        "bce": "bce_per_pair",
-        "dice": "dice_per_pair",
-        "iou_pred": "iou_pred",
-        "iou_sq_err": "iou_sq_err",
-        "box_pred": "box_pred",
-        "box_target": "box_target",
-        "giou_loss": "giou_loss_per_pair",
-    }
-    for l in range(3):
-        d = details["layers"][l]
-        for ours, theirs in per_pair.items():
-            torch.testing.assert_close(d[ours].detach(), golden[f"criterion.layer{l}.{theirs}"], atol=1e-4, rtol=0)
-        torch.testing.assert_close(d["l1"].detach(), golden[f"criterion.layer{l}.l1"].sum(1), atol=1e-5, rtol=0)
-
-    # Gradients with respect to every layer's outputs (IoU target not detached, as the reference).
-    total.backward()
-    for l in range(3):
-        for key in ("pred_masks", "pred_boxes", "pred_ious"):
-            expected = golden[f"grad.layer{l}.{key}"]
-            torch.testing.assert_close(layers[l][key].grad, expected, atol=1e-4 * expected.abs().max().item(), rtol=0)
+def test_golden_many_to_many_replay(capsys):
+    """Every check of tools/check_criterion on the shipped step: targets, assignment, every loss term
+    before and after weighting, the total, per-pair values of every layer, gradients, and the step
+    rerun from the reference's seed."""
+    chk = check_criterion(SHIPPED)
+    assert chk.report() == 0, capsys.readouterr().out[-4000:]
+    assert "115 checks: 115 passed, 0 failed" in capsys.readouterr().out
 
 
-def test_golden_from_reference_seed(golden, cfg):
-    """Seeding like the reference reproduces its step: clicks, matcher points, loss points, total."""
-    py_state, torch_state = random.getstate(), torch.get_rng_state()
-    try:
-        random.seed(0)
-        torch.manual_seed(0)
-        target = prepare_click_targets(
-            golden["input.gt_masks"], (256, 256), (256, 256), 6, 6, gt_boxes=golden["input.gt_boxes_xyxy"]
-        )
-        details = {}
-        losses = build_criterion(cfg)(_outputs(golden)[0], [target], details=details)
-    finally:
-        random.setstate(py_state)
-        torch.set_rng_state(torch_state)
-    torch.testing.assert_close(
-        _total(losses, build_criterion(cfg).weight_dict), golden["loss.total"], atol=1e-4, rtol=0
-    )
-    for l in range(3):
-        got, expected = details["layers"][l]["point_coords"], golden[f"criterion.layer{l}.point_coords"]
-        for j in range(len(got)):  # top-k order may differ with thread counts: compare as sets
-            assert torch.equal(got[j].unique(dim=0), expected[j].unique(dim=0))
+def test_golden_replay_of_the_environment_directory(capsys):
+    directory = os.environ.get(ENV)
+    if not directory:
+        pytest.skip(f"{ENV} is not set")
+    assert check_criterion(directory).report(quiet=True) == 0, capsys.readouterr().out[-4000:]
 
 
-def test_detached_iou_target_changes_only_mask_gradients(golden):
-    cfg = load_config(CONFIG, ["MODEL.DECODER.DETACH_IOU_TARGET=True"])
-    outputs, layers = _outputs(golden, requires_grad=True)
-    criterion = build_criterion(cfg)
-    losses = criterion(outputs, [_targets(golden)], rng=ReplayRandom(_loss_draws(golden)))
+def test_detached_iou_target_changes_only_mask_gradients(case):
+    detached = load_case(SHIPPED, ["MODEL.DECODER.DETACH_IOU_TARGET=True"])
+    outputs, layers = detached.outputs(requires_grad=True)
+    criterion = build_criterion(detached.cfg)
+    rng = ReplayRandom(detached.target_draws() + detached.loss_draws())
+    losses = criterion(outputs, [detached.targets(rng)], rng=rng)
+    golden = case.golden
     for key, value in losses.items():
         torch.testing.assert_close(value, golden[f"loss.unweighted.{key}"], atol=1e-5, rtol=1e-5)
     _total(losses, criterion.weight_dict).backward()
-    for l in range(3):
+    for l in range(case.num_layers):
         torch.testing.assert_close(layers[l]["pred_ious"].grad, golden[f"grad.layer{l}.pred_ious"], atol=1e-6, rtol=0)
         diff = (layers[l]["pred_masks"].grad - golden[f"grad.layer{l}.pred_masks"]).abs().max().item()
         assert 1e-5 < diff < 5e-4
 
 
-def test_match_each_layer_reassigns_aux_layers(golden):
+def test_match_each_layer_reassigns_aux_layers():
     """With the same points, matching each auxiliary layer on its own reassigns 5 and 4 of 11 targets (README)."""
-    cfg = load_config(CONFIG, ["MODEL.DECODER.MATCH_EACH_LAYER=True"])
+    case = load_case(SHIPPED, ["MODEL.DECODER.MATCH_EACH_LAYER=True"])
+    golden = case.golden
     points = golden["matcher.point_coords"]
     draws = [points]
-    for l in LAYER_ORDER:
-        if l != 2:
+    for l in case.layer_order:
+        if l != case.num_layers - 1:  # every auxiliary layer is matched again, on the same points
             draws.append(points)
         draws += [golden[f"criterion.layer{l}.oversampled_coords"], golden[f"criterion.layer{l}.random_coords"]]
     details = {}
-    build_criterion(cfg)(_outputs(golden)[0], [_targets(golden)], rng=ReplayRandom(draws), details=details)
+    targets = case.targets(ReplayRandom(case.target_draws()))
+    build_criterion(case.cfg)(case.outputs()[0], [targets], rng=ReplayRandom(draws), details=details)
     last = dict(zip(golden["matcher.tgt_idx"].tolist(), golden["matcher.src_idx"].tolist()))
     changed = []
     for l in (0, 1):

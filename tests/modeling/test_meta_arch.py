@@ -12,6 +12,7 @@ from semantic_sam.build import build_model
 from semantic_sam.checkpoint import load_checkpoint
 from semantic_sam.config import load_config
 from semantic_sam.modeling import SemanticSAM
+from semantic_sam.modeling.decoder import prompt_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PARITY = os.path.join(ROOT, "tests", "fixtures", "parity_tiny")
@@ -122,6 +123,11 @@ def test_box_to_prompt_by_hand():
     torch.testing.assert_close(out, torch.tensor([[20 / 64, 40 / 128, 20 / 64, 40 / 128]]))
 
 
+def test_prompt_geometry_is_the_prompt_modules():
+    assert SemanticSAM.point_to_box is prompt_encoder.point_to_box
+    assert SemanticSAM.box_to_prompt is prompt_encoder.box_to_prompt
+
+
 def test_postprocess_masks_matches_manual_chain():
     g = torch.Generator().manual_seed(0)
     low = torch.randn(2, 3, 8, 12, generator=g)
@@ -209,8 +215,8 @@ def test_eval_forward_is_inference(model):
     [
         ({"points": torch.tensor([[80.0, 10.0]])}, ValueError, "outside the image"),
         ({"points": torch.tensor([[-1.0, 10.0]])}, ValueError, "outside the image"),
-        ({"boxes": torch.tensor([[10.0, 10.0, 5.0, 20.0]])}, ValueError, "xyxy box inside"),
-        ({"boxes": torch.tensor([[0.0, 0.0, 10.0, 41.0]])}, ValueError, "xyxy box inside"),
+        ({"boxes": torch.tensor([[10.0, 10.0, 5.0, 20.0]])}, ValueError, "must be xyxy with x0 <= x1"),
+        ({"boxes": torch.tensor([[0.0, 0.0, 10.0, 41.0]])}, ValueError, "outside the image"),
         ({}, ValueError, "no prompts"),
         ({"points": torch.zeros(0, 2)}, ValueError, "no prompts"),
         ({"points": torch.tensor([10.0, 10.0])}, ValueError, r"\(P, 2\)"),
@@ -224,6 +230,12 @@ def test_bad_prompts_raise_clear_errors(model, entry, error, match):
     x = {"image": _random_image(40, 60, 0), **entry}
     with pytest.raises(error, match=match):
         model.inference([x])
+
+
+def test_zero_width_box_is_accepted(model):
+    """The model takes degenerate boxes (e.g. annotation boxes in evaluation); the predictor refuses them."""
+    x = {"image": _random_image(40, 60, 0), "boxes": torch.tensor([[5.0, 5.0, 5.0, 20.0]])}
+    assert model.inference([x])[0]["pred_masks"].shape == (1, 6, 40, 60)
 
 
 @pytest.mark.parametrize(

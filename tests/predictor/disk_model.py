@@ -1,20 +1,23 @@
-"""A geometric stand-in for the model with the same interface as ``SemanticSAM``.
+"""A geometric stand-in for the model: a :class:`~semantic_sam.predictor.PromptableModel`, like ``SemanticSAM``.
 
 ``DiskModel`` answers a prompt with K disks centred on the prompt's anchor: token k has radius
 ``RADII[k]`` low-resolution pixels, logit slope ``SLOPES[k]`` per low-resolution pixel (so the
 stability score is controlled by the slope) and predicted IoU ``IOUS[k]``. Its outputs are exact
 functions of the prompt position, so tests can check coordinates, filters and batching against
 hand-computed expectations. With ``attn_mask="none"`` every IoU is shifted by a term that depends
-on the other prompts of the call, like the reference's unmasked self-attention.
+on the other prompts of the call, like the reference's unmasked self-attention. Prompt boxes come
+from the predictor (the prompt module's geometry); the stand-in only reads their centres.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from detectron2.structures import ImageList
-from torch import nn
+from torch import Tensor, nn
 
 RADII = (4.0, 6.0, 8.0, 10.0, 12.0, 14.0)
 SLOPES = (20.0, 0.5, 20.0, 20.0, 20.0, 20.0)
@@ -32,30 +35,31 @@ class DiskModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1), False)
         self.encode_calls = 0
+        self.cache_requests: list[bool] = []
         self.decode_calls: list[int] = []
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def preprocess_image(self, images):
+    def preprocess_image(self, images: Sequence[Tensor]) -> ImageList:
         images = [(x.to(self.device).float() - self.pixel_mean) / self.pixel_std for x in images]
         return ImageList.from_tensors(images, self.size_divisibility)
 
-    def encode_image(self, images):
+    def encode_image(self, images: ImageList, cache_decoder_memory: bool = False) -> dict:
         self.encode_calls += 1
+        self.cache_requests.append(cache_decoder_memory)
         t = images.tensor
         return {"mask_features": F.avg_pool2d(t, 4), "multi_scale_features": []}
 
-    def point_to_box(self, points_xy, image_size, padded_size, convention="demo"):
-        assert convention == "demo"
-        h, w = image_size
-        hp, wp = padded_size
-        n = points_xy.shape[0]
-        boxes = torch.cat([points_xy / points_xy.new_tensor([w, h]), points_xy.new_full((n, 2), 0.005)], 1)
-        return boxes * boxes.new_tensor([w / wp, h / hp, w / wp, h / hp])
-
-    def decode_prompts(self, features, boxes, pb, attn_mask="block", return_aux=True):
+    def decode_prompts(
+        self,
+        features: Mapping[str, Any],
+        boxes: Tensor,
+        pb: Tensor,
+        attn_mask: str = "block",
+        return_aux: bool = True,
+    ) -> dict:
         mf = features["mask_features"]
         _, _, h4, w4 = mf.shape
         n = boxes.shape[1]
@@ -78,7 +82,13 @@ class DiskModel(nn.Module):
             "aux_outputs": [],
         }
 
-    def postprocess_masks(self, mask_logits, padded_size, image_size, output_size):
+    def postprocess_masks(
+        self,
+        mask_logits: Tensor,
+        padded_size: Sequence[int],
+        image_size: Sequence[int],
+        output_size: Sequence[int],
+    ) -> Tensor:
         lead = mask_logits.shape[:-2]
         x = mask_logits.reshape(-1, 1, *mask_logits.shape[-2:])
         x = F.interpolate(x, size=tuple(padded_size), mode="bilinear", align_corners=False)
@@ -86,5 +96,3 @@ class DiskModel(nn.Module):
         if tuple(output_size) != tuple(image_size):
             x = F.interpolate(x, size=tuple(output_size), mode="bicubic", align_corners=False, antialias=True)
         return x.reshape(*lead, *x.shape[-2:])
-
-

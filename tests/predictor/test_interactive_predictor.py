@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from semantic_sam.predictor import SemanticSamPredictor
+from semantic_sam.predictor import PromptableModel, SemanticSamPredictor
 from semantic_sam.predictor.levels import levels_to_tokens
 from semantic_sam.predictor.transforms import ResizeShortestSide
 from semantic_sam.utils.image_io import UnsupportedImageError, load_image, to_rgb_uint8
 
-from tests.predictor.disk_model import FIXTURES, IOUS, RADII
+from tests.predictor.disk_model import FIXTURES, IOUS, RADII, DiskModel
 
 
 def _image(h, w, seed=0):
@@ -90,6 +90,19 @@ def test_several_clicks_and_boxes(disk_model):
     # the reference's unmasked attention: every prompt of the call influences the others
     _, s_none, _ = pred.predict(point_coords=[[40, 50], [120, 90]], attn_mask="none")
     assert not np.allclose(s_none[0], s1[0])
+
+
+def test_models_satisfy_the_protocol(disk_model, tiny_model):
+    assert isinstance(disk_model, PromptableModel) and isinstance(tiny_model, PromptableModel)
+    assert not isinstance(torch.nn.Linear(2, 2), PromptableModel)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_decoder_memory_cache_is_an_option(cache):
+    model = DiskModel().eval()
+    pred = SemanticSamPredictor(model, short_side=None, cache_decoder_memory=cache)
+    pred.set_image(_image(32, 32))
+    assert model.cache_requests == [cache]
 
 
 def test_bad_prompts(disk_model):

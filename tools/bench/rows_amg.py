@@ -139,9 +139,9 @@ def bench_amg(args, job: Job) -> list[Timing]:
     if before:
         cls = _reference_order_generator_class()
         generator = cls(model, attn_mask="none", **kwargs)
-        generator.predictor._can_cache_memory = False  # the reference recomputes the decoder memory per batch
+        generator.predictor.cache_decoder_memory = False  # the reference recomputes the decoder memory per batch
         warm = cls(model, attn_mask="none", **dict(kwargs, points_per_side=2))
-        warm.predictor._can_cache_memory = False
+        warm.predictor.cache_decoder_memory = False
     else:
         generator = SemanticSamAutomaticMaskGenerator(model, **kwargs)
         warm = SemanticSamAutomaticMaskGenerator(model, **dict(kwargs, points_per_side=2))

@@ -14,8 +14,8 @@ import torch
 
 from tools.bench.harness import ROOT, ROWS, Job, Timing, peak_rss_mb, variant_context
 
-# the CLI that runs one job with --single-job
-CLI = os.path.join(ROOT, "tools", "benchmark.py")
+# the CLI that runs one job with --single-job, as a module from the repository root
+CLI = ["-m", "tools.benchmark"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def run_job_subprocess(args, job: Job) -> list[Timing]:
         spec_path, out_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
         with open(spec_path, "w") as f:
             json.dump({"args": vars(args), "job": asdict(job), "out": out_path}, f)
-        cmd = [sys.executable, CLI, "--single-job", spec_path]
+        cmd = [sys.executable, *CLI, "--single-job", spec_path]
         env = dict(os.environ)
         if args.omp_wait_policy:
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy

@@ -19,7 +19,14 @@ from torch import Tensor, nn
 
 from ..registry import DECODER, register
 from .layers import MLP, DeformableDecoderLayer, DeformableTransformerDecoder, inverse_sigmoid
-from .prompt_encoder import ATTN_MASK_MODES, anchor_queries, content_queries, noise_anchor_boxes, self_attn_mask
+from .prompt_encoder import (
+    anchor_queries,
+    check_attn_mask_mode,
+    check_decoder_prompts,
+    content_queries,
+    noise_anchor_boxes,
+    self_attn_mask,
+)
 
 __all__ = ["InteractiveDecoder"]
 
@@ -254,9 +261,7 @@ class InteractiveDecoder(nn.Module):
             padded frame, ``pred_ious`` (B, N, K) raw, all of the last layer, and ``aux_outputs``: a list of
             L - 1 dicts with the same keys for layers 0..L-2.
         """
-        self._check_prompts(boxes, pb, mask_features)
-        if attn_mask not in ATTN_MASK_MODES:
-            raise ValueError(f"attn_mask must be one of {ATTN_MASK_MODES}, got {attn_mask!r}")
+        self._check_inputs(boxes, pb, attn_mask, mask_features)
         b, n, _ = boxes.shape
         if memory_cache is None:
             memory, spatial_shapes, level_start_index = self.flatten_memory(multi_scale_features)
@@ -294,17 +299,10 @@ class InteractiveDecoder(nn.Module):
         out["aux_outputs"] = per_layer[:-1]
         return out
 
-    def _check_prompts(self, boxes: Tensor, pb: Tensor, mask_features: Tensor) -> None:
-        if not torch.is_tensor(boxes) or boxes.dim() != 3 or boxes.shape[-1] != 4:
-            raise ValueError(f"boxes must be a (B, N, 4) tensor, got {getattr(boxes, 'shape', type(boxes))}")
-        if not boxes.is_floating_point():
-            raise TypeError(f"boxes must be floating point (normalized cxcywh), got {boxes.dtype}")
-        if boxes.shape[1] == 0:
-            raise ValueError("boxes: at least one prompt per image is required (N = 0)")
-        if not torch.is_tensor(pb) or pb.shape != boxes.shape[:2]:
-            raise ValueError(
-                f"pb must be a (B, N) = {tuple(boxes.shape[:2])} tensor, got {getattr(pb, 'shape', type(pb))}"
-            )
+    @staticmethod
+    def _check_inputs(boxes: Tensor, pb: Tensor, attn_mask: str, mask_features: Tensor) -> None:
+        check_decoder_prompts(boxes, pb)
+        check_attn_mask_mode(attn_mask)
         if mask_features.dim() != 4 or mask_features.shape[0] != boxes.shape[0]:
             raise ValueError(
                 f"mask_features must be (B={boxes.shape[0]}, C, h, w), got {tuple(mask_features.shape)}"

@@ -1,0 +1,65 @@
+"""What the predictor and the mask generator need from a model: :class:`PromptableModel`.
+
+``SemanticSAM`` satisfies it; so can a test double. Shape shorthand: B = images, N = prompts,
+K = tokens per prompt, Hp, Wp = padded input size.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from detectron2.structures import ImageList
+from torch import Tensor
+
+__all__ = ["PromptableModel"]
+
+
+@runtime_checkable
+class PromptableModel(Protocol):
+    """A model that encodes an image once and decodes prompt boxes into K masks per prompt.
+
+    Attributes:
+        num_mask_tokens: K, the masks (tokens) per prompt.
+        device: where the model's inputs go.
+    """
+
+    num_mask_tokens: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def eval(self) -> PromptableModel:
+        """Switch to inference mode and return the model itself (``nn.Module.eval``)."""
+        ...
+
+    def preprocess_image(self, images: Sequence[Tensor]) -> ImageList:
+        """(3, h, w) RGB 0-255 tensors -> normalized, zero-padded ``ImageList`` (B, 3, Hp, Wp)."""
+        ...
+
+    def encode_image(self, images: ImageList, cache_decoder_memory: bool = False) -> dict:
+        """Image features for :meth:`decode_prompts`; ``cache_decoder_memory`` also precomputes the
+        decoder's prompt-independent work, reused by every later decode of the same features."""
+        ...
+
+    def decode_prompts(
+        self,
+        features: Mapping[str, Any],
+        boxes: Tensor,
+        pb: Tensor,
+        attn_mask: str = "block",
+        return_aux: bool = True,
+    ) -> dict:
+        """(B, N, 4) prompt boxes (cxcywh normalized to the padded frame) and (B, N) flags ->
+        ``pred_masks`` (B, N*K, Hp/4, Wp/4) logits and ``pred_ious`` (B, N, K) (prompt-major)."""
+        ...
+
+    def postprocess_masks(
+        self,
+        mask_logits: Tensor,
+        padded_size: Sequence[int],
+        image_size: Sequence[int],
+        output_size: Sequence[int],
+    ) -> Tensor:
+        """(..., Hp/4, Wp/4) logits -> (..., h, w) logits at ``output_size``."""
+        ...

@@ -1,0 +1,210 @@
+"""The demo's gradio web app: an interactive tab (a click or a box -> one mask per level) and an
+automatic-generation tab. gradio is imported when the app is built, so this module imports without it.
+
+Uploads reach the handlers as PIL images in their own mode, so 16-bit and float files are converted
+(or refused) by :func:`~semantic_sam.utils.image_io.to_rgb_uint8`, as files read by the headless mode.
+"""
+# No ``from __future__ import annotations``: gradio reads the handlers' ``gr.SelectData`` annotation.
+import glob
+import hashlib
+import inspect
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from utils.demo_outputs import interactive_results, render_prompt_results
+
+__all__ = ["EXAMPLES_DIR", "MAX_UPLOAD_SIZE", "build_app", "launch_app"]
+
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+MAX_UPLOAD_SIZE = "50mb"  # larger uploads are refused by gradio before they are decoded
+
+
+class _EncodedImage:
+    """The predictor with the last image it encoded (one per process; the queue serializes calls)."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+        self.key: str | None = None
+
+    def ensure(self, image: np.ndarray) -> None:
+        key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() + str(image.shape)
+        if key != self.key:
+            self.key = None  # stays None if set_image refuses the image
+            self.predictor.set_image(image)
+            self.key = key
+
+
+def _mask_caption(rec: dict) -> str:
+    return f"level {rec['level']} | score {rec['score']:.2f} | area {rec['area']}"
+
+
+def _empty_state() -> dict:
+    return {"corner": None}
+
+
+def _interactive_handlers(gr, encoded: _EncodedImage) -> dict[str, Any]:
+    """The interactive tab's event handlers; each returns (state, gallery by score, gallery by area,
+    prompt view, status)."""
+    from semantic_sam.predictor import to_rgb_uint8
+    from utils.visualizer import draw_box, draw_click
+
+    def rgb_image(image) -> np.ndarray:
+        """The upload as (H, W, 3) uint8, encoded; a refused image becomes a message in the UI."""
+        try:
+            rgb = to_rgb_uint8(image)
+            encoded.ensure(rgb)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        return rgb
+
+    def on_image_change(image):
+        if image is None:
+            return _empty_state(), [], [], None, "Upload an image or pick a sample."
+        rgb_image(image)
+        return _empty_state(), [], [], None, "Image encoded. Click on it to segment (or switch to box mode)."
+
+    def on_click(image, mode, levels, score_thresh, state, evt: gr.SelectData):
+        if image is None:
+            raise gr.Error("Upload an image first.")
+        if not levels:
+            raise gr.Error("Choose at least one level.")
+        image = rgb_image(image)
+        x, y = float(evt.index[0]), float(evt.index[1])
+        state = dict(state or _empty_state())
+        if mode.startswith("box"):
+            if state["corner"] is None:
+                state["corner"] = (x, y)
+                preview = draw_click(image, (x, y), color=(0, 200, 0))
+                return state, gr.skip(), gr.skip(), preview, f"Box: first corner at ({x:.0f}, {y:.0f}); click the opposite corner."
+            (x0, y0), state["corner"] = state["corner"], None
+            box = (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
+            if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                return state, gr.skip(), gr.skip(), None, "Box too small: click two opposite corners."
+            clicks, boxes = [], [box]
+            preview = draw_box(image, box)
+        else:
+            clicks, boxes = [(x, y)], []
+            preview = draw_click(image, (x, y))
+        encoded.predictor.score_thresh = float(score_thresh)
+        try:
+            prompt = interactive_results(encoded.predictor, clicks, boxes, sorted(int(v) for v in levels))[0]
+        except ValueError as e:
+            raise gr.Error(str(e))
+        rendered = render_prompt_results(image, prompt)
+        by_score = [(img, _mask_caption(rec)) for img, rec in rendered]
+        by_area = [(img, _mask_caption(rec)) for img, rec in sorted(rendered, key=lambda t: t[1]["area"])]
+        where = f"click ({x:.0f}, {y:.0f})" if clicks else "box (%.0f, %.0f, %.0f, %.0f)" % boxes[0]
+        return state, by_score, by_area, preview, f"{len(rendered)} mask(s) for the {where}."
+
+    def on_clear():
+        return _empty_state(), [], [], None, "Prompts cleared."
+
+    return {"on_image_change": on_image_change, "on_click": on_click, "on_clear": on_clear}
+
+
+def _generate_handler(gr, model, predictor_kwargs: dict[str, Any]):
+    """The automatic tab's handler: (image, level choice, points per side) -> (overlay, status)."""
+    from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, to_rgb_uint8
+    from utils.visualizer import render_auto_masks
+
+    def on_generate(image, level_choice, points_per_side):
+        if image is None:
+            raise gr.Error("Upload an image first.")
+        level = {} if level_choice == "All levels" else {"level": [int(level_choice.split()[-1])]}
+        gen = SemanticSamAutomaticMaskGenerator(
+            model, points_per_side=int(points_per_side), **level, **predictor_kwargs
+        )
+        try:
+            image = to_rgb_uint8(image)
+            records = gen.generate(image)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        overlay = render_auto_masks(image, [r["segmentation"] for r in records])
+        return overlay, f"{len(records)} mask(s) at {level_choice.lower()} ({int(points_per_side)}^2 points)."
+
+    return on_generate
+
+
+def _interactive_tab(gr, handlers: dict[str, Any], examples: Sequence[str], levels: Sequence[int], score: float) -> None:
+    state = gr.State(_empty_state())
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Image (click to segment)", type="pil", image_mode=None,
+                             sources=["upload", "clipboard"], elem_id="input-image", format="png")
+            mode = gr.Radio(["point", "box (click two corners)"], value="point", label="Prompt", elem_id="prompt-mode")
+            level_boxes = gr.CheckboxGroup(list(levels), value=list(levels), label="Levels", elem_id="levels")
+            score_slider = gr.Slider(0.0, 1.0, value=score, step=0.01,
+                                     label="Minimum predicted IoU (the best mask is always shown)")
+            clear = gr.Button("Clear prompts")
+            status = gr.Markdown("Upload an image or pick a sample.", elem_id="status")
+            if examples:
+                gr.Examples(examples=[[e] for e in examples], inputs=[image], label="Samples")
+        with gr.Column():
+            prompt_view = gr.Image(label="Prompt", interactive=False, elem_id="prompt-view", format="png")
+            gallery_score = gr.Gallery(label="Masks sorted by score", columns=3, height=420, preview=False,
+                                       elem_id="gallery-score", format="png")
+            gallery_area = gr.Gallery(label="Masks sorted by area (smallest first)", columns=3, height=420,
+                                      preview=False, elem_id="gallery-area", format="png")
+    outputs = [state, gallery_score, gallery_area, prompt_view, status]
+    image.change(handlers["on_image_change"], [image], outputs)
+    image.select(handlers["on_click"], [image, mode, level_boxes, score_slider, state], outputs)
+    clear.click(handlers["on_clear"], None, outputs)
+
+
+def _automatic_tab(gr, on_generate, examples: Sequence[str], levels: Sequence[int], points_per_side: int) -> None:
+    with gr.Row():
+        with gr.Column():
+            auto_image = gr.Image(label="Image", type="pil", image_mode=None,
+                                  sources=["upload", "clipboard"], elem_id="auto-image")
+            level_choice = gr.Radio(["All levels"] + [f"Level {i}" for i in levels], value="All levels",
+                                    label="Granularity", elem_id="auto-level")
+            pps = gr.Slider(4, 64, value=points_per_side, step=1, label="Points per side", elem_id="auto-pps")
+            run = gr.Button("Generate", variant="primary", elem_id="auto-run")
+            if examples:
+                gr.Examples(examples=[[e] for e in examples], inputs=[auto_image], label="Samples")
+        with gr.Column():
+            auto_out = gr.Image(label="Masks", interactive=False, elem_id="auto-output", format="png")
+            auto_status = gr.Markdown("", elem_id="auto-status")
+    run.click(on_generate, [auto_image, level_choice, pps], [auto_out, auto_status])
+
+
+def build_app(model, examples: Sequence[str] | None = None, **predictor_kwargs):
+    """The gradio Blocks app: an interactive tab and an automatic-generation tab.
+
+    Args:
+        model: a Semantic-SAM model (``semantic_sam.build_model`` + a checkpoint).
+        examples: sample image files (default: the ``examples/`` folder's JPEG and PNG files).
+        predictor_kwargs: ``short_side``, ``max_size``, ``precision`` of both tabs' predictor
+            (:class:`~semantic_sam.predictor.SemanticSamPredictor`; its defaults where not given).
+    """
+    import gradio as gr
+
+    from semantic_sam.predictor import ALL_LEVELS, SemanticSamAutomaticMaskGenerator, SemanticSamPredictor
+
+    encoded = _EncodedImage(SemanticSamPredictor(model, **predictor_kwargs))
+    if examples is None:
+        examples = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.jpg")) + glob.glob(os.path.join(EXAMPLES_DIR, "*.png")))
+    points_per_side = inspect.signature(SemanticSamAutomaticMaskGenerator).parameters["points_per_side"].default
+    with gr.Blocks(title="Semantic-SAM") as app:
+        gr.Markdown(
+            "## Semantic-SAM: segment anything at any granularity\n"
+            "Click a point to get one mask per level (1 = coarsest ... 6 = finest), or choose *box* and "
+            "click two opposite corners. The automatic tab segments the whole image."
+        )
+        with gr.Tabs():
+            with gr.Tab("Interactive", id="interactive"):
+                _interactive_tab(gr, _interactive_handlers(gr, encoded), examples, ALL_LEVELS,
+                                 encoded.predictor.score_thresh)
+            with gr.Tab("Automatic", id="automatic"):
+                _automatic_tab(gr, _generate_handler(gr, model, predictor_kwargs), examples, ALL_LEVELS,
+                               points_per_side)
+    return app
+
+
+def launch_app(app, host: str, port: int, share: bool = False) -> None:
+    """Serve the app (one request at a time: the predictor holds one encoded image)."""
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE
+    )
