@@ -1,7 +1,7 @@
 """Semantic-SAM demo: a local gradio app, or a headless run that writes overlays and a JSON file.
 
 Web app (http://127.0.0.1:6082; click a point to get the masks of every level, or draw a box with two
-clicks; a second tab generates masks for the whole image at a chosen level)::
+clicks; a second tab generates masks for the whole image at the chosen levels)::
 
     python demo.py --config configs/semantic_sam_only_sa-1b_swinL.yaml --ckpt swinl_only_sam_many2many.pth
 
@@ -9,7 +9,10 @@ Headless (no browser)::
 
     python demo.py --config CFG --ckpt CKPT --image examples/synthetic_1.jpg --point 240 180 \\
         --levels 1 2 3 --output out/
-    python demo.py --config CFG --ckpt CKPT --image examples/synthetic_1.jpg --auto --level 3 --output out/
+    python demo.py --config CFG --ckpt CKPT --image examples/synthetic_1.jpg --auto --levels 3 --output out/
+
+``--levels`` (user granularities 1 = coarsest ... 6 = finest) applies to prompts and to ``--auto``;
+``--level`` is its deprecated alias.
 
 Trailing ``KEY=VALUE`` arguments override config keys. Exit status 2 means bad arguments, config,
 checkpoint or image (the message says which). Images are resized to a 640-pixel short side with the
@@ -103,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     hl.add_argument("--image", help="image file to segment")
     hl.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"), help="a click in pixels (repeatable)")
     hl.add_argument("--box", nargs=4, type=float, action="append", metavar=("X0", "Y0", "X1", "Y1"), help="a box prompt in pixels (repeatable)")
-    hl.add_argument("--levels", nargs="+", type=int, default=list(ALL_LEVELS), help="levels 1-6 to predict for each prompt (default: all)")
+    hl.add_argument(
+        "--levels", nargs="+", type=int,
+        help="levels 1-6 (1 = coarsest) to predict for each prompt, or to generate with --auto (default: all)",
+    )
+    hl.add_argument("--level", nargs="+", type=int, dest="deprecated_level", help="deprecated alias of --levels")
     hl.add_argument("--no-postprocess", action="store_true", help="keep every level's mask (no score/duplicate filter, no hole/island clean-up)")
     hl.add_argument("--output", help="folder for the overlay PNGs and masks.json")
     _add_generator_arguments(p)
@@ -115,7 +122,6 @@ def _add_generator_arguments(p: argparse.ArgumentParser) -> None:
     auto = p.add_argument_group("automatic generation (headless, with --auto)")
     generator = _defaults(SemanticSamAutomaticMaskGenerator)
     auto.add_argument("--auto", action="store_true", help="automatic mask generation for the whole image")
-    auto.add_argument("--level", nargs="+", type=int, help="levels for --auto (default: all)")
     auto.add_argument("--points-per-side", type=int, help=f"grid size for --auto (default: {generator['points_per_side']})")
     auto.add_argument(
         "--pred-iou-thresh", type=float,
@@ -127,7 +133,18 @@ def _add_generator_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _resolve_levels(args: argparse.Namespace) -> None:
+    """Fold the deprecated ``--level`` into ``args.levels`` (a warning on stderr; both given is an error)."""
+    if args.deprecated_level is None:
+        return
+    if args.levels is not None:
+        raise UsageError("give --levels only (--level is its deprecated alias)")
+    print("warning: --level is deprecated, use --levels (the same levels 1-6, for prompts and --auto)", file=sys.stderr)
+    args.levels = args.deprecated_level
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    _resolve_levels(args)
     for name in ("short_side", "max_size", "points_per_side"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -152,7 +169,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def _generator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The --auto options that were given; the generator's own defaults apply to the others."""
     given = {
-        "level": args.level,
+        "levels": args.levels,
         "points_per_side": args.points_per_side,
         "pred_iou_thresh": args.pred_iou_thresh,
         "stability_score_thresh": args.stability_score_thresh,
@@ -223,15 +240,16 @@ def run_headless(args: argparse.Namespace, model) -> dict:
             )
             records = gen.generate(image)
             write_auto_outputs(image, records, args.output)
-            out.update(mode="auto", levels=list(gen.level), masks=records)
+            out.update(mode="auto", levels=list(gen.levels), masks=records)
         else:
             predictor = SemanticSamPredictor(model, **_predictor_kwargs(args))
             predictor.set_image(image)
             clicks = [tuple(p) for p in (args.point or [])]
             boxes = [tuple(b) for b in (args.box or [])]
-            results = interactive_results(predictor, clicks, boxes, list(args.levels), not args.no_postprocess)
+            levels = list(ALL_LEVELS if args.levels is None else args.levels)
+            results = interactive_results(predictor, clicks, boxes, levels, not args.no_postprocess)
             prompts = write_interactive_outputs(image, results, args.output)
-            out.update(mode="interactive", levels=list(args.levels), prompts=prompts)
+            out.update(mode="interactive", levels=levels, prompts=prompts)
     except ValueError as e:  # bad prompts or levels, a refused image shape
         raise UsageError(str(e)) from None
     write_masks_json(out, args.output)

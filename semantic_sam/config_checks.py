@@ -247,7 +247,8 @@ def _check_pixel_decoder(c: _Checker, swin: bool) -> None:
     enc_features = c.str_list(e + "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", in_features,
                               f" ({e}IN_FEATURES)", e + "IN_FEATURES")
     c.integer(e + "TOTAL_NUM_FEATURE_LEVELS", len(enc_features),
-              f" (the {len(enc_features)} DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES, plus extra downsampled levels)")
+              f" (the {len(enc_features)} DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES, plus extra downsampled "
+              "feature levels)")
 
 
 def _check_query_decoder(c: _Checker, encoder_deform: bool) -> None:
@@ -271,16 +272,17 @@ def _check_query_decoder(c: _Checker, encoder_deform: bool) -> None:
                           "width)", d + "HIDDEN_DIM")
     c.integer(d + "DEC_LAYERS", 1)
     c.integer(d + "DEC_N_POINTS", 1)
-    c.integer(d + "NUM_INTERACTIVE_TOKENS", 1, " (outputs per prompt)")
+    c.integer(d + "NUM_INTERACTIVE_TOKENS", 1, " (K, the tokens per prompt)")
     c.integer(d + "MAX_NUM_INSTANCE", 1, " (prompts per training image)")
     c.number(d + "DN_NOISE_SCALE", 0, why=" (0 = no anchor noise)")
     c.number(d + "POINT_NOISE_FACTOR", 0)
     c.integer("MODEL.DIM_PROJ", 1)
     if encoder_deform:
-        levels = c.get("MODEL.ENCODER.TOTAL_NUM_FEATURE_LEVELS")
-        if c.get(d + "TOTAL_NUM_FEATURE_LEVELS") != levels:
-            c.fail(d + "TOTAL_NUM_FEATURE_LEVELS", f"{levels} (MODEL.ENCODER.TOTAL_NUM_FEATURE_LEVELS: the pixel "
-                                                   "decoder's levels)", "MODEL.ENCODER.TOTAL_NUM_FEATURE_LEVELS")
+        num_feature_levels = c.get("MODEL.ENCODER.TOTAL_NUM_FEATURE_LEVELS")
+        if c.get(d + "TOTAL_NUM_FEATURE_LEVELS") != num_feature_levels:
+            c.fail(d + "TOTAL_NUM_FEATURE_LEVELS", f"{num_feature_levels} (MODEL.ENCODER.TOTAL_NUM_FEATURE_LEVELS: "
+                                                   "the pixel decoder's feature levels)",
+                   "MODEL.ENCODER.TOTAL_NUM_FEATURE_LEVELS")
     else:
         c.integer(d + "TOTAL_NUM_FEATURE_LEVELS", 1)
     for key, supported in UNSUPPORTED_DECODER_OPTIONS.items():

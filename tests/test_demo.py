@@ -79,7 +79,7 @@ def test_headless_reference_postprocessing(tmp_path, image_path):
 
 def test_headless_auto(tmp_path, image_path):
     out = tmp_path / "auto"
-    rc = _run(["--image", image_path, "--auto", "--points-per-side", "4", "--level", "2", "4",
+    rc = _run(["--image", image_path, "--auto", "--points-per-side", "4", "--levels", "2", "4",
                "--pred-iou-thresh", "-10", "--stability-score-thresh", "0", "--output", str(out)])
     assert rc == 0
     data = json.loads((out / "masks.json").read_text())
@@ -89,6 +89,32 @@ def test_headless_auto(tmp_path, image_path):
         assert r["level"] in (2, 4)
         assert mask_utils.decode(r["segmentation"]).sum() == r["area"]
     assert np.asarray(Image.open(out / "auto.png")).shape == (120, 180, 3)
+
+
+AUTO_ARGS = ["--auto", "--points-per-side", "4", "--pred-iou-thresh", "-10", "--stability-score-thresh", "0"]
+
+
+def test_deprecated_level_flag_is_levels(tmp_path, image_path, capsys):
+    """``--level`` (deprecated) is ``--levels``: the same masks.json in --auto mode, and a warning on stderr."""
+    assert _run(["--image", image_path, *AUTO_ARGS, "--levels", "3", "--output", str(tmp_path / "new")]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert _run(["--image", image_path, *AUTO_ARGS, "--level", "3", "--output", str(tmp_path / "old")]) == 0
+    assert "warning: --level is deprecated, use --levels" in capsys.readouterr().err
+    new = (tmp_path / "new" / "masks.json").read_bytes()
+    assert new == (tmp_path / "old" / "masks.json").read_bytes()
+    data = json.loads(new)
+    assert data["mode"] == "auto" and data["levels"] == [3] and data["masks"]
+    assert {m["level"] for m in data["masks"]} == {3}
+
+
+def test_levels_flag_applies_to_prompts_and_auto(tmp_path, image_path, capsys):
+    """One flag for both modes: prompts keep only the given levels too, also under the deprecated name."""
+    for flag in ("--levels", "--level"):
+        out = tmp_path / flag.strip("-")
+        assert _run(["--image", image_path, "--point", "60", "40", flag, "2", "5", "--no-postprocess",
+                     "--output", str(out)]) == 0
+        data = json.loads((out / "masks.json").read_text())
+        assert data["levels"] == [2, 5] and sorted(m["level"] for m in data["prompts"][0]["masks"]) == [2, 5]
 
 
 def test_gray_and_rgba_inputs(tmp_path, image_path):
@@ -104,7 +130,8 @@ def test_gray_and_rgba_inputs(tmp_path, image_path):
         (["--point", "500", "10"], "outside the image"),
         (["--point", "10", "10", "--levels", "7"], "out of range"),
         (["--box", "50", "50", "10", "10"], "x0 < x1"),
-        (["--auto", "--level", "0"], "out of range"),
+        (["--auto", "--levels", "0"], "out of range"),
+        (["--auto", "--level", "3", "--levels", "3"], "give --levels only"),
     ],
 )
 def test_headless_bad_prompts(tmp_path, image_path, capsys, extra, message):

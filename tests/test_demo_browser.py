@@ -125,7 +125,7 @@ def test_upload_click_and_box(server, image_file, tmp_path):
             page.wait_for_selector("#auto-image img", timeout=60_000)
             page.locator("#auto-pps input[type=number]").fill("4")
             page.locator("#auto-pps input[type=number]").press("Enter")
-            page.locator("#auto-level").get_by_label("Level 3").check()
+            page.locator("#auto-levels").get_by_label("Level 3").check()
             page.locator("#auto-run").click()
             page.wait_for_selector("#auto-output img", timeout=120_000)
             page.wait_for_function("document.querySelector('#auto-status').innerText.includes('level 3 (4^2 points)')", timeout=120_000)

@@ -11,7 +11,7 @@ Usage::
 Rows (``--rows``; each has cases, each case a "before" and an "after" variant measured in the same run):
 
 * ``ms_deform_attn``: one pixel-decoder deformable-attention op at 1024 px: the reference's algorithm
-  (grid_sample per level) against each of our implementations.
+  (grid_sample per feature level) against each of our implementations.
 * ``encode``: image encoding (backbone, pixel decoder, total) for the SwinT and SwinL configs at
   1024x1024 and 640x853, random weights; plus "after+bf16" (bfloat16 autocast, pixel decoder included).
 * ``decode``: 1 and 64 clicks x all levels on an encoded 640x853 image, masks at image size.
@@ -22,7 +22,7 @@ Rows (``--rows``; each has cases, each case a "before" and an "after" variant me
 * ``train``: one training iteration (forward, backward, optimizer step) of the tiny config at its image
   size and of SwinT at 1024, one synthetic image with masks in the SA-1B mapper's output format.
 
-"before" is our model with the reference's choices: deformable attention on the per-level grid_sample
+"before" is our model with the reference's choices: deformable attention on the per-feature-level grid_sample
 path (``semantic_sam.ops.force_pytorch``), no decoder memory cache, no attention mask between prompts,
 every decoder layer's outputs computed, every candidate mask upsampled to full resolution before any
 filter (see :class:`ReferenceOrderGenerator`). "after" is our defaults. Inference runs under

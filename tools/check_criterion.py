@@ -13,8 +13,10 @@ What is read, and from where (nothing is fitted to one case):
 
 * the config: the criterion (``build_criterion``) and the target sampling options of the model
   (``MAX_NUM_INSTANCE`` N, ``NUM_INTERACTIVE_TOKENS`` K, ``DEC_LAYERS`` L, ``DN_NOISE_SCALE``, ...). The
-  entries ``meta.num_clicks``, ``meta.num_mask_tokens``, ``meta.num_decoder_layers``, ``meta.num_points``,
-  ``meta.oversample_ratio`` and ``meta.importance_sample_ratio`` are compared with it;
+  entries ``meta.num_clicks``, ``meta.num_mask_tokens`` (K), ``meta.num_decoder_layers``, ``meta.num_points``,
+  ``meta.oversample_ratio`` and ``meta.importance_sample_ratio`` are compared with it. The entry names are
+  the format's; its "level targets" of a click are what this project calls the click's targets (the GT
+  masks containing it), not user levels;
 * ``meta.image_size_hw`` (H, W; boxes are normalized by it) and ``meta.padded_size_hw`` (the frame of
   the GT masks and of the 1/4-resolution logits);
 * the inputs ``input.gt_masks`` (G, h, w) bool, ``input.gt_boxes_xyxy`` (G, 4) and the decoder outputs
@@ -25,7 +27,7 @@ What is read, and from where (nothing is fitted to one case):
   1. ``targets.box_start_draw``;
   2. ``targets.randperm``;
   3. per click i, ``targets.click_candidate_choice[i]``, followed for a click whose pixel lies in more than K
-     GT masks (``targets.level_targets_full_count[i] > K``) by its level-target shuffle (draw 4). The
+     GT masks (``targets.level_targets_full_count[i] > K``) by its target shuffle (draw 4). The
      format records that shuffle as the click's stored targets (``targets.level_target_inds_flat``,
      ``targets.level_target_count``): they are its first K entries, the only ones kept. The shuffle fed
      back is those K, then the click's other masks (``targets.level_targets_full_flat``) in ascending
@@ -171,8 +173,8 @@ class CriterionCase:
         ]
         return dict(layers[-1], aux_outputs=layers[:-1]), layers
 
-    def level_target_shuffles(self) -> dict[int, list[int]]:
-        """Click -> the order fed back to its level-target shuffle (clicks in more than K masks only)."""
+    def target_shuffles(self) -> dict[int, list[int]]:
+        """Click -> the order fed back to its target shuffle (clicks in more than K masks only)."""
         g = self.golden
         full = _split(g["targets.level_targets_full_flat"], g["targets.level_targets_full_count"], "level_targets_full")
         stored = _split(g["targets.level_target_inds_flat"], g["targets.level_target_count"], "level_target_inds")
@@ -188,7 +190,7 @@ class CriterionCase:
             if len(kept) != self.num_tokens or len(set(kept)) != len(kept) or not set(kept) <= set(all_masks):
                 raise GoldenFormatError(
                     f"golden.pt: click {i} lies in masks {all_masks} (more than K = {self.num_tokens}), so its stored "
-                    f"level targets must be {self.num_tokens} distinct ones of them, got {kept}"
+                    f"targets must be {self.num_tokens} distinct ones of them, got {kept}"
                 )
             shuffles[i] = kept + [m for m in all_masks if m not in kept]
         return shuffles
@@ -197,7 +199,7 @@ class CriterionCase:
         """Draws 1-5 (target preparation and anchor jitter), in the reference's order."""
         g = self.golden
         choices = g["targets.click_candidate_choice"].tolist()
-        shuffles = self.level_target_shuffles()
+        shuffles = self.target_shuffles()
         draws: list = [int(g["targets.box_start_draw"]), g["targets.randperm"]]
         for i, choice in enumerate(choices):
             draws.append(int(choice))
@@ -386,7 +388,7 @@ def _check_targets(chk: CriterionChecker, case: CriterionCase, target) -> None:
         "targets.clicks_xy": target["clicks_xy"],
         "targets.level_target_inds_flat": target["target_gt_inds"],
         "targets.level_target_click": target["target_prompt_inds"],
-        "targets.level_target_count": torch.tensor([len(v) for v in target["level_target_inds"]]),
+        "targets.level_target_count": torch.tensor([len(v) for v in target["prompt_target_gt_inds"]]),
         "targets.max_num_tgt_per_click": torch.tensor(target["max_num_tgt_per_click"]),
     }
     for name, ours in exact.items():

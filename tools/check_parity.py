@@ -20,7 +20,8 @@ Every input of the case is read from these files; nothing is fitted to one case:
   with ``eval_full``'s recomputed clicks put back in GT order);
 * ``demo.points`` (N, 4) float: the demo prompts, rows (x/W, y/H, w, h); the demo clicks are the pixels
   (x, y) = (x/W * W, y/H * H), and ``demo.points`` is compared with our demo convention applied to them;
-* ``demo.level`` (M,) int: the tokens the demo keeps, in this order;
+* ``demo.level`` (M,) int: the tokens the demo keeps, in this order (token indices, despite the entry's
+  name, which is the reference's);
 * ``eval_full.click_gt_index`` (G,) int: the click order of ``eval_full``. The reference draws it as
   ``torch.manual_seed(seed); torch.randperm(G)``; when the seed is known the order is recomputed and
   compared, otherwise the recorded order is used as given and its row says WARN (not recomputed).
@@ -331,8 +332,8 @@ def _check_inputs(golden: dict, image_size: tuple[int, int], k: int) -> None:
     points = golden["demo.points"]
     if not points.is_floating_point() or points.dim() != 2 or points.shape[1] != 4 or len(points) == 0:
         raise bad("demo.points", "(N, 4) float rows (x/W, y/H, w, h) with N >= 1")
-    level = golden["demo.level"]
-    if not integer(level) or level.dim() != 1 or len(level) == 0 or not bool(((level >= 0) & (level < k)).all()):
+    tokens = golden["demo.level"]
+    if not integer(tokens) or tokens.dim() != 1 or len(tokens) == 0 or not bool(((tokens >= 0) & (tokens < k)).all()):
         raise GoldenFormatError(
             f"golden.pt entry 'demo.level' must be a non-empty 1-d integer tensor of token indices in [0, {k}) "
             f"(the config's NUM_INTERACTIVE_TOKENS), got {golden['demo.level'].tolist()}"
@@ -359,7 +360,7 @@ def run_parity(directory: str) -> ParityChecker:
     model = build_model(cfg, device="cpu").eval()
     load_checkpoint(model, _find_one(directory, "*.pth"), strict=True)
     predictor = model.sem_seg_head.predictor
-    k = model.num_mask_tokens
+    k = model.num_tokens
 
     # ---- inputs and features -------------------------------------------------------------------
     image = torch.from_numpy(np.asarray(Image.open(os.path.join(directory, "image.png")).convert("RGB")).copy())
@@ -436,8 +437,8 @@ def run_parity(directory: str) -> ParityChecker:
     demo_points = golden["demo.points"]
     demo_clicks = (demo_points[:, :2].double() * torch.tensor([w, h], dtype=torch.float64)).float()
     n_demo = demo_points.shape[0]
-    levels = [int(v) for v in golden["demo.level"]]
-    chk.mark("demo.level", "ok", f"input: tokens {levels}")
+    tokens = [int(v) for v in golden["demo.level"]]
+    chk.mark("demo.level", "ok", f"input: tokens {tokens}")
     chk.compare("demo.points", model.point_to_box(demo_clicks, image_size, image_size, "demo"),
                 note="input, through the demo convention")
     chk.compare("demo.pb", torch.zeros(n_demo))
@@ -450,7 +451,7 @@ def run_parity(directory: str) -> ParityChecker:
         )
         _compare_decoder(chk, "demo", out, cap)
         res = model.inference(
-            [{"image": image, "points": demo_clicks}], levels=levels, attn_mask="none", point_convention="demo"
+            [{"image": image, "points": demo_clicks}], tokens=tokens, attn_mask="none", point_convention="demo"
         )[0]
     chk.compare("demo.pred_masks", res["pred_masks"].flatten(0, 1))
     chk.compare("demo.pred_ious", res["pred_ious"][None])

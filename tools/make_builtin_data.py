@@ -19,7 +19,7 @@ The train TSV shards are written by the project's converter (tools/convert_sa1b_
 
 The COCO-panoptic copy of a val scene is its finest partition: every pixel goes to the
 smallest annotated mask that contains it (masks nest, so that is the deepest one); each
-segment's category is the level of its mask (stuff / group / object / part / subpart).
+segment's category is the tier of its mask in the scene hierarchy (stuff / group / object / part / subpart).
 Deterministic in ``--seed``; importable: :func:`make_builtin_data`, :func:`finest_partition`.
 """
 from __future__ import annotations
@@ -40,15 +40,15 @@ if __name__ == "__main__" and not __package__:
 from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths  # noqa: E402
 from datasets.tiny_coco_panoptic import segment_info  # noqa: E402
 from tools.convert_sa1b_to_tsv import convert_sa1b_to_tsv  # noqa: E402
-from tools.make_synthetic_sa1b import LEVELS, make_synthetic_sa1b  # noqa: E402
+from tools.make_synthetic_sa1b import TIERS, make_synthetic_sa1b  # noqa: E402
 
 __all__ = ["PANOPTIC_CATEGORIES", "VAL_START_ID", "builtin_env", "finest_partition", "make_builtin_data", "main"]
 
 VAL_START_ID = 1000001
-# One category per level of the scene hierarchy; "stuff" regions are COCO stuff (isthing 0).
+# One category per tier of the scene hierarchy; "stuff" regions are COCO stuff (isthing 0).
 PANOPTIC_CATEGORIES = [
-    {"id": k + 1, "name": level, "supercategory": level, "isthing": int(level != "stuff")}
-    for k, level in enumerate(LEVELS)
+    {"id": k + 1, "name": tier, "supercategory": tier, "isthing": int(tier != "stuff")}
+    for k, tier in enumerate(TIERS)
 ]
 
 
@@ -79,7 +79,7 @@ def _panoptic_record(json_path: str, png_dir: str) -> tuple[dict, dict]:
     anns = record["annotations"]
     masks = np.stack([mask_utils.decode(a["segmentation"]).astype(bool) for a in anns])
     owner = finest_partition(masks)
-    level_id = {c["name"]: c["id"] for c in PANOPTIC_CATEGORIES}
+    tier_id = {c["name"]: c["id"] for c in PANOPTIC_CATEGORIES}
     ids = np.zeros((h, w), np.int64)
     segments = []
     for k, ann in enumerate(anns):
@@ -88,7 +88,8 @@ def _panoptic_record(json_path: str, png_dir: str) -> tuple[dict, dict]:
             continue
         seg_id = k + 1
         ids[seg] = seg_id
-        segments.append(segment_info(seg_id, level_id[ann.get("synthetic", {}).get("level", "object")], seg))
+        tier = ann.get("synthetic", {}).get("level", "object")  # the synthetic format's key for the tier
+        segments.append(segment_info(seg_id, tier_id[tier], seg))
     stem = os.path.splitext(img["file_name"])[0]
     Image.fromarray(id2rgb(ids)).save(os.path.join(png_dir, stem + ".png"))
     image_entry = {"id": int(img["image_id"]), "file_name": img["file_name"], "height": h, "width": w}

@@ -14,8 +14,9 @@ model must learn part boundaries rather than colour edges.
 Every pixel belongs to exactly one painted region; a mask is the union of its region and all
 its descendants', so masks nest like a tree and a click lies in 1-6 masks (stuff, group,
 object, part, sub-part, ...). Besides the SA-1B keys, each annotation carries
-``"synthetic": {"name", "level", "parent"}`` (``parent`` = annotation id of the enclosing mask
-or ``null``), which SA-1B readers ignore.
+``"synthetic": {"name", "level", "parent"}`` (``level`` = the region's tier of the scene hierarchy,
+one of :data:`TIERS`, not a user level; ``parent`` = annotation id of the enclosing mask or ``null``),
+which SA-1B readers ignore.
 
 Output is a deterministic function of ``--seed`` and the image index (image ``i`` does not
 depend on ``--num-images``). Importable: :func:`make_synthetic_sa1b`, :func:`render_scene`.
@@ -40,13 +41,13 @@ from pycocotools import mask as mask_utils
 __all__ = ["make_synthetic_sa1b", "render_scene", "write_synthetic_image", "main"]
 
 ASPECT_RATIOS = (1.5, 4 / 3, 1.0, 0.75)  # width / height
-LEVELS = ("stuff", "group", "object", "part", "subpart")
+TIERS = ("stuff", "group", "object", "part", "subpart")  # the scene hierarchy, coarse to fine
 
 
 @dataclass
 class _Node:
     name: str
-    level: str
+    tier: str
     parent: int | None
     color: np.ndarray | None = None
     children: list[int] = field(default_factory=list)
@@ -63,9 +64,9 @@ class _Scene:
         self.nodes: list[_Node] = []
 
     # -- nodes -----------------------------------------------------------------------------
-    def node(self, name: str, level: str, parent: int | None = None) -> int:
+    def node(self, name: str, tier: str, parent: int | None = None) -> int:
         """A node that paints nothing itself (its mask is the union of its descendants)."""
-        self.nodes.append(_Node(name, level, parent))
+        self.nodes.append(_Node(name, tier, parent))
         nid = len(self.nodes) - 1
         if parent is not None:
             self.nodes[parent].children.append(nid)
@@ -81,8 +82,8 @@ class _Scene:
         self.owner[mask] = nid
         return nid
 
-    def region(self, name: str, level: str, parent: int | None, mask: np.ndarray, color=None) -> int:
-        return self.paint(self.node(name, level, parent), mask, color)
+    def region(self, name: str, tier: str, parent: int | None, mask: np.ndarray, color=None) -> int:
+        return self.paint(self.node(name, tier, parent), mask, color)
 
     def _contrasting_color(self, parent: int | None) -> np.ndarray:
         ref = None
@@ -411,7 +412,8 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
 
     Returns:
         ``(image, regions)``: image (H, W, 3) uint8 RGB; regions a pre-order list of
-        ``{"mask": (H, W) bool, "name", "level", "parent": index into regions or None}``
+        ``{"mask": (H, W) bool, "name", "level" (the tier, under the output format's key), "parent": index
+        into regions or None}``
         (masks too small or duplicating their parent are already dropped).
     """
     sc = _Scene(height, width, rng)
@@ -451,7 +453,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
         keep = area >= min_area and not (parent_area is not None and area > 0.95 * parent_area)
         here = kept_parent
         if keep:
-            regions.append({"mask": mask, "name": node.name, "level": node.level, "parent": kept_parent})
+            regions.append({"mask": mask, "name": node.name, "level": node.tier, "parent": kept_parent})
             here = len(regions) - 1
         for c in node.children:
             visit(c, here, area if keep else parent_area)

@@ -105,16 +105,16 @@ def _interactive_handlers(gr, encoded: _EncodedImage) -> dict[str, Any]:
 
 
 def _generate_handler(gr, model, predictor_kwargs: dict[str, Any]):
-    """The automatic tab's handler: (image, level choice, points per side) -> (overlay, status)."""
+    """The automatic tab's handler: (image, levels choice, points per side) -> (overlay, status)."""
     from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, to_rgb_uint8
     from utils.visualizer import render_auto_masks
 
-    def on_generate(image, level_choice, points_per_side):
+    def on_generate(image, levels_choice, points_per_side):
         if image is None:
             raise gr.Error("Upload an image first.")
-        level = {} if level_choice == "All levels" else {"level": [int(level_choice.split()[-1])]}
+        levels = {} if levels_choice == "All levels" else {"levels": [int(levels_choice.split()[-1])]}
         gen = SemanticSamAutomaticMaskGenerator(
-            model, points_per_side=int(points_per_side), **level, **predictor_kwargs
+            model, points_per_side=int(points_per_side), **levels, **predictor_kwargs
         )
         try:
             image = to_rgb_uint8(image)
@@ -122,7 +122,7 @@ def _generate_handler(gr, model, predictor_kwargs: dict[str, Any]):
         except ValueError as e:
             raise gr.Error(str(e)) from None
         overlay = render_auto_masks(image, [r["segmentation"] for r in records])
-        return overlay, f"{len(records)} mask(s) at {level_choice.lower()} ({int(points_per_side)}^2 points)."
+        return overlay, f"{len(records)} mask(s) at {levels_choice.lower()} ({int(points_per_side)}^2 points)."
 
     return on_generate
 
@@ -158,8 +158,8 @@ def _automatic_tab(gr, on_generate, examples: Sequence[str], levels: Sequence[in
         with gr.Column():
             auto_image = gr.Image(label="Image", type="pil", image_mode=None,
                                   sources=["upload", "clipboard"], elem_id="auto-image")
-            level_choice = gr.Radio(["All levels"] + [f"Level {i}" for i in levels], value="All levels",
-                                    label="Granularity", elem_id="auto-level")
+            levels_choice = gr.Radio(["All levels"] + [f"Level {i}" for i in levels], value="All levels",
+                                     label="Levels", elem_id="auto-levels")
             pps = gr.Slider(4, 64, value=points_per_side, step=1, label="Points per side", elem_id="auto-pps")
             run = gr.Button("Generate", variant="primary", elem_id="auto-run")
             if examples:
@@ -167,7 +167,7 @@ def _automatic_tab(gr, on_generate, examples: Sequence[str], levels: Sequence[in
         with gr.Column():
             auto_out = gr.Image(label="Masks", interactive=False, elem_id="auto-output", format="png")
             auto_status = gr.Markdown("", elem_id="auto-status")
-    run.click(on_generate, [auto_image, level_choice, pps], [auto_out, auto_status])
+    run.click(on_generate, [auto_image, levels_choice, pps], [auto_out, auto_status])
 
 
 def build_app(model, examples: Sequence[str] | None = None, **predictor_kwargs):

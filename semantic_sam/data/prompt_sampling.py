@@ -1,7 +1,7 @@
 """Training prompts and their targets: clicks (and optionally boxes) sampled from GT masks.
 
 Shape shorthand: G = GT masks of the image, N = prompts per image (``MAX_NUM_INSTANCE``),
-K = output tokens per prompt (``NUM_INTERACTIVE_TOKENS``), T = level targets of the image,
+K = output tokens per prompt (``NUM_INTERACTIVE_TOKENS``), T = targets of the image (all prompts),
 (H, W) = image size, (Hp, Wp) = padded size (a multiple of 32).
 
 Boxes are cxcywh normalized by the image size (W, H), as the reference trains; with
@@ -14,7 +14,7 @@ One image's procedure, as the reference's ``prepare_targets_interactive`` (train
 2. ``index = randperm(G)``, repeated ``N // G + 1`` times when N > G, cut to N: prompt i comes from
    GT mask ``index[i]`` (a mask can be prompted several times).
 3. Click i: a uniformly random foreground pixel (x, y) of its mask (the ``randint``-th of
-   ``mask.nonzero()``, row-major). Its level targets are *all* GT masks containing that pixel, in
+   ``mask.nonzero()``, row-major). Its targets are *all* GT masks containing that pixel, in
    ascending order; when there are more than K, a random K (``shuffle``, then the first K).
    The click becomes the 6-pixel box of the prompt module
    (:func:`semantic_sam.modeling.decoder.prompt_encoder.click_boxes`), i.e. ``(x/W, y/H, 6/W, 6/H)``.
@@ -66,7 +66,7 @@ class ClickTargets:
     pb: Tensor  # (N,) float: 1 = click, 0 = box (all 0 when not training)
     box_start: int  # B, the number of clicks
     anchor_noise: Tensor | None  # (N, 4) uniform [0, 1) draws for the decoder's anchor jitter, or None
-    level_target_inds: list[list[int]]  # N lists: GT indices of each prompt's targets
+    prompt_target_gt_inds: list[list[int]]  # N lists: GT indices of each prompt's targets
     target_gt_inds: Tensor  # (T,) int64: target t is GT mask target_gt_inds[t] ...
     target_prompt_inds: Tensor  # (T,) int64: ... of prompt target_prompt_inds[t]
     max_num_tgt_per_click: int  # the most targets of one prompt (0 without targets)
@@ -104,7 +104,7 @@ def prepare_click_targets(
     rng: RandomSource | None = None,
     padded_frame: bool = False,
 ) -> ClickTargets:
-    """Sample the N training prompts of one image and their level targets.
+    """Sample the N training prompts of one image and their targets.
 
     Args:
         gt_masks: (G, h, w) bool GT masks (or ``BitMasks``), h <= Hp and w <= Wp; they are
@@ -113,7 +113,7 @@ def prepare_click_targets(
         padded_size: (Hp, Wp) of the padded batch (``ImageList.tensor.shape[-2:]``).
         num_clicks: N, prompts per image (``MODEL.DECODER.MAX_NUM_INSTANCE``).
         num_tokens: K, outputs per prompt (``MODEL.DECODER.NUM_INTERACTIVE_TOKENS``): at most K
-            level targets are kept per click.
+            targets are kept per click.
         generator: draw everything from this generator. Default (and ``rng`` None): the
             reference's sources (torch's global generator, Python's ``random``), which reproduce
             the reference draw for draw under the same seeds.
@@ -147,7 +147,7 @@ def prepare_click_targets(
         return _empty_image_targets(
             num_clicks, image_size, padded_size, training, noise_scale, rng, masks.device, box_start_draw
         )
-    # Steps 2-4: the prompts' GT masks, the click pixels and the level targets kept.
+    # Steps 2-4: the prompts' GT masks, the click pixels and the targets kept.
     sample = _draw_prompts(masks, num_clicks, num_points, num_tokens, rng, box_start_draw)
     # Step 6: the anchor jitter, the last draw.
     anchor_noise = _anchor_noise(rng, num_clicks, training, noise_scale, masks.device)
@@ -164,20 +164,21 @@ class _PromptSample:
     sources: Tensor  # (N,) int64: the GT mask of each prompt
     num_points: int  # the first num_points prompts are clicks, the others boxes
     clicks_xy: list[tuple[int, int]]
-    level_target_inds: list[list[int]]
+    prompt_target_gt_inds: list[list[int]]
     draws: PromptDraws
 
 
 def _draw_prompts(
     masks: Tensor, num_clicks: int, num_points: int, num_tokens: int, rng: RandomSource, box_start_draw: int
 ) -> _PromptSample:
-    """Steps 2-4: ``randperm`` of the GT masks, then each click's pixel and (shuffled) level targets."""
+    """Steps 2-4: ``randperm`` of the GT masks, then each click's pixel and (shuffled) targets."""
     perm = rng.randperm(masks.shape[0])
     sources = _prompt_sources(perm, num_clicks)
     source_list = [int(i) for i in sources.tolist()]
-    clicks_xy, choices, level_target_inds = _sample_clicks(masks, source_list[:num_points], num_tokens, rng)
-    level_target_inds += [[g] for g in source_list[num_points:]]  # a box prompt's only target: its mask
-    return _PromptSample(sources, num_points, clicks_xy, level_target_inds, PromptDraws(box_start_draw, perm, choices))
+    clicks_xy, choices, prompt_target_gt_inds = _sample_clicks(masks, source_list[:num_points], num_tokens, rng)
+    prompt_target_gt_inds += [[g] for g in source_list[num_points:]]  # a box prompt's only target: its mask
+    draws = PromptDraws(box_start_draw, perm, choices)
+    return _PromptSample(sources, num_points, clicks_xy, prompt_target_gt_inds, draws)
 
 
 def _build_targets(
@@ -204,14 +205,14 @@ def _build_targets(
         frame = _image_to_padded_frame((points, boxes_dn, boxes, ori_boxes), image_size, padded_size)
         points, boxes_dn, boxes, ori_boxes = frame
     ori_masks = _pad_masks(masks, padded_size)
-    target_gt_inds, target_prompt_inds, max_targets = _flat_targets(sample.level_target_inds, device)
+    target_gt_inds, target_prompt_inds, max_targets = _flat_targets(sample.prompt_target_gt_inds, device)
     return ClickTargets(
         points=points,
         boxes_dn=boxes_dn,
         pb=_prompt_types(num_points, n, training, device),
         box_start=num_points,
         anchor_noise=anchor_noise,
-        level_target_inds=sample.level_target_inds,
+        prompt_target_gt_inds=sample.prompt_target_gt_inds,
         target_gt_inds=target_gt_inds,
         target_prompt_inds=target_prompt_inds,
         max_num_tgt_per_click=max_targets,
@@ -277,29 +278,29 @@ def _prompt_sources(perm: Tensor, num_clicks: int) -> Tensor:
 def _sample_clicks(
     masks: Tensor, sources: list[int], num_tokens: int, rng: RandomSource
 ) -> tuple[list[tuple[int, int]], list[int], list[list[int]]]:
-    """One click per source mask and its level targets; the draws interleave click by click.
+    """One click per source mask and its targets; the draws interleave click by click.
 
     Returns:
-        (clicks (x, y), the foreground index drawn for each, level targets of each click).
+        (clicks (x, y), the foreground index drawn for each, the GT indices of each click's targets).
     """
     width = masks.shape[-1]
     clicks_xy: list[tuple[int, int]] = []
     choices: list[int] = []
-    level_target_inds: list[list[int]] = []
+    prompt_target_gt_inds: list[list[int]] = []
     for g in sources:
         foreground = masks[g].flatten().nonzero().squeeze(1)
         if foreground.numel() == 0:
             raise ValueError(f"gt_masks[{g}] is empty; every clicked GT mask needs a foreground pixel")
         choice = rng.randint(0, foreground.numel() - 1)
         y, x = divmod(int(foreground[choice]), width)
-        levels = masks[:, y, x].nonzero().squeeze(1).tolist()
-        if len(levels) > num_tokens:
-            rng.shuffle(levels)
-            levels = levels[:num_tokens]
+        targets = masks[:, y, x].nonzero().squeeze(1).tolist()
+        if len(targets) > num_tokens:
+            rng.shuffle(targets)
+            targets = targets[:num_tokens]
         choices.append(choice)
         clicks_xy.append((x, y))
-        level_target_inds.append(levels)
-    return clicks_xy, choices, level_target_inds
+        prompt_target_gt_inds.append(targets)
+    return clicks_xy, choices, prompt_target_gt_inds
 
 
 def _prompt_types(num_points: int, num_clicks: int, training: bool, device: torch.device) -> Tensor:
@@ -315,10 +316,10 @@ def _anchor_noise(
     return rng.rand(num_clicks, 4, device=device) if training and noise_scale > 0 else None
 
 
-def _flat_targets(level_target_inds: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor, int]:
+def _flat_targets(prompt_target_gt_inds: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor, int]:
     """(target_gt_inds (T,), target_prompt_inds (T,), the most targets of one prompt)."""
-    counts = [len(levels) for levels in level_target_inds]
-    flat = [g for levels in level_target_inds for g in levels]
+    counts = [len(targets) for targets in prompt_target_gt_inds]
+    flat = [g for targets in prompt_target_gt_inds for g in targets]
     target_gt_inds = torch.as_tensor(flat, dtype=torch.long, device=device)
     target_prompt_inds = torch.arange(len(counts), device=device).repeat_interleave(
         torch.as_tensor(counts, device=device)
@@ -345,7 +346,7 @@ def _empty_image_targets(
         pb=(torch.ones if training else torch.zeros)(num_clicks, device=device),
         box_start=num_clicks,
         anchor_noise=_anchor_noise(rng, num_clicks, training, noise_scale, device),
-        level_target_inds=[[] for _ in range(num_clicks)],
+        prompt_target_gt_inds=[[] for _ in range(num_clicks)],
         target_gt_inds=empty_long,
         target_prompt_inds=empty_long,
         max_num_tgt_per_click=0,

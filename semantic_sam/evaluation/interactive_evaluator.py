@@ -161,7 +161,7 @@ class PromptedInference(nn.Module):
         precision: ``TEST.PRECISION``, one of :data:`EVAL_PRECISIONS`. The default ``"auto"``
             runs the model under float16 autocast on CUDA, as the reference evaluates (its
             outputs are then float16), and in plain float32 on the CPU.
-        inference_kwargs: passed to ``model.inference`` (e.g. ``levels``).
+        inference_kwargs: passed to ``model.inference`` (e.g. ``tokens``).
     """
 
     def __init__(self, model: nn.Module, *, precision: str = "auto", **inference_kwargs):

@@ -127,7 +127,7 @@ class SemanticSamCriterion:
         num_points: int,
         oversample_ratio: float,
         importance_sample_ratio: float,
-        num_mask_tokens: int,
+        num_tokens: int,
         many_to_one: bool = False,
         deep_supervision: bool = True,
         detach_iou_target: bool = False,
@@ -140,7 +140,7 @@ class SemanticSamCriterion:
             weight_dict: weight of each loss key (see :func:`expand_weight_dict`).
             num_points: P, loss points per mask.
             oversample_ratio, importance_sample_ratio: uncertainty point sampling (3.0, 0.75).
-            num_mask_tokens: K, outputs per prompt.
+            num_tokens: K, outputs per prompt.
             many_to_one: supervise only the best of each prompt's K outputs against the prompt's own
                 GT (``MODEL.DECODER.MANY_TO_ONE``).
             deep_supervision: also supervise the auxiliary layers (``DEEP_SUPERVISION``).
@@ -158,7 +158,7 @@ class SemanticSamCriterion:
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
-        self.num_mask_tokens = num_mask_tokens
+        self.num_tokens = num_tokens
         self.many_to_one = many_to_one
         self.deep_supervision = deep_supervision
         self.detach_iou_target = detach_iou_target
@@ -187,7 +187,7 @@ class SemanticSamCriterion:
             "num_points": dec.TRAIN_NUM_POINTS,
             "oversample_ratio": dec.OVERSAMPLE_RATIO,
             "importance_sample_ratio": dec.IMPORTANCE_SAMPLE_RATIO,
-            "num_mask_tokens": dec.NUM_INTERACTIVE_TOKENS,
+            "num_tokens": dec.NUM_INTERACTIVE_TOKENS,
             "many_to_one": dec.MANY_TO_ONE,
             "deep_supervision": dec.DEEP_SUPERVISION,
             "detach_iou_target": dec.DETACH_IOU_TARGET,
@@ -228,8 +228,8 @@ class SemanticSamCriterion:
         num_images, num_queries = pred_masks.shape[:2]
         if len(targets) != num_images:
             raise ValueError(f"{len(targets)} targets for a batch of {num_images} images")
-        if num_queries % self.num_mask_tokens:
-            raise ValueError(f"{num_queries} queries is not a multiple of K = {self.num_mask_tokens}")
+        if num_queries % self.num_tokens:
+            raise ValueError(f"{num_queries} queries is not a multiple of K = {self.num_tokens}")
         rng = resolve_random_source(rng, generator)
         aux = list(outputs.get("aux_outputs") or [])
         # (suffix, decoder layer, outputs), last layer first as the reference.
@@ -336,7 +336,7 @@ class SemanticSamCriterion:
         Returns:
             ``(pred_ious, errors)``, both (M,) with M = K x (prompts with a GT), prompt-major.
         """
-        pred_masks, k = outputs["pred_masks"], self.num_mask_tokens
+        pred_masks, k = outputs["pred_masks"], self.num_tokens
         h, w = pred_masks.shape[-2:]
         preds, errs = [], []
         for b, image_gts in enumerate(prompt_gts):
@@ -434,7 +434,7 @@ class SemanticSamCriterion:
     ) -> Dict[str, Tensor]:
         pred_masks = outputs["pred_masks"]
         device = pred_masks.device
-        k = self.num_mask_tokens
+        k = self.num_tokens
         # Every output of every prompt that has a target, prompt-major: (b, i, token).
         batch_of_prompt, prompt_idx, gt_of_prompt = [], [], []
         for b, target in enumerate(targets):
@@ -478,7 +478,7 @@ class SemanticSamCriterion:
         return (
             f"{type(self).__name__}(mode={mode}, num_points={self.num_points}, "
             f"oversample_ratio={self.oversample_ratio}, importance_sample_ratio={self.importance_sample_ratio}, "
-            f"num_mask_tokens={self.num_mask_tokens}, detach_iou_target={self.detach_iou_target}, "
+            f"num_tokens={self.num_tokens}, detach_iou_target={self.detach_iou_target}, "
             f"iou_target={self.iou_target!r}, "
             f"match_each_layer={self.match_each_layer}, matcher={self.matcher!r}, weight_dict={self.weight_dict})"
         )

@@ -1,7 +1,7 @@
-"""Many-to-many Hungarian matching of each prompt's K outputs to its level targets.
+"""Many-to-many Hungarian matching of each prompt's K outputs to its targets (the GT masks containing its click).
 
 Shape shorthand: N = prompts per image, K = output tokens per prompt, Q = N * K predictions
-(query q = prompt q // K, token q % K), T = level targets of the image (target t belongs to prompt
+(query q = prompt q // K, token q % K), T = targets of the image (target t belongs to prompt
 ``target_prompt_inds[t]`` and is GT mask ``target_gt_inds[t]``), P = shared points.
 
 Cost of prediction q for target t (weights from ``MODEL.DECODER.COST_*``):
@@ -68,7 +68,7 @@ def assign_within_prompts(
 
 
 class ManyToManyMatcher:
-    """Matches each prompt's K outputs to its level targets (at most K), per image.
+    """Matches each prompt's K outputs to its targets (at most K), per image.
 
     Holds no parameters or buffers. Call it with one decoder layer's outputs and the per-image
     targets of :func:`semantic_sam.data.prompt_sampling.prepare_click_targets`.
@@ -83,14 +83,14 @@ class ManyToManyMatcher:
         cost_box: float = 5.0,
         cost_giou: float = 2.0,
         num_points: int = 12544,
-        num_mask_tokens: int = 6,
+        num_tokens: int = 6,
     ):
         """
         Args:
             cost_mask, cost_dice, cost_box, cost_giou: weights of the point BCE, point dice, box L1
                 and negative GIoU costs.
             num_points: P, uniform points shared by all masks of an image (``TRAIN_NUM_POINTS``).
-            num_mask_tokens: K, outputs per prompt.
+            num_tokens: K, outputs per prompt.
         """
         if cost_mask == 0 and cost_dice == 0 and cost_box == 0 and cost_giou == 0:
             raise ValueError("all matching costs are 0")
@@ -99,7 +99,7 @@ class ManyToManyMatcher:
         self.cost_box = cost_box
         self.cost_giou = cost_giou
         self.num_points = num_points
-        self.num_mask_tokens = num_mask_tokens
+        self.num_tokens = num_tokens
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:
@@ -110,7 +110,7 @@ class ManyToManyMatcher:
             "cost_box": dec.COST_BOX_WEIGHT,
             "cost_giou": dec.COST_GIOU_WEIGHT,
             "num_points": dec.TRAIN_NUM_POINTS,
-            "num_mask_tokens": dec.NUM_INTERACTIVE_TOKENS,
+            "num_tokens": dec.NUM_INTERACTIVE_TOKENS,
         }
 
     @torch.no_grad()
@@ -193,10 +193,10 @@ class ManyToManyMatcher:
             if num_targets == 0:
                 indices.append((empty, empty))
                 continue
-            if target["max_num_tgt_per_click"] > self.num_mask_tokens:
+            if target["max_num_tgt_per_click"] > self.num_tokens:
                 raise ValueError(
                     f"image {b}: a prompt has {target['max_num_tgt_per_click']} targets, more than the "
-                    f"{self.num_mask_tokens} outputs per prompt"
+                    f"{self.num_tokens} outputs per prompt"
                 )
             if point_coords is None:
                 coords = rng.rand(1, self.num_points, 2, device=pred_masks.device)
@@ -204,7 +204,7 @@ class ManyToManyMatcher:
                 coords = point_coords[b]
             costs = self.cost_matrices(pred_masks[b], pred_boxes[b], target, coords)
             src, tgt = assign_within_prompts(
-                costs["C"].cpu().numpy(), target["target_prompt_inds"].tolist(), self.num_mask_tokens
+                costs["C"].cpu().numpy(), target["target_prompt_inds"].tolist(), self.num_tokens
             )
             indices.append((torch.as_tensor(src, dtype=torch.int64), torch.as_tensor(tgt, dtype=torch.int64)))
         return indices
@@ -213,7 +213,7 @@ class ManyToManyMatcher:
         return (
             f"{type(self).__name__}(cost_mask={self.cost_mask}, cost_dice={self.cost_dice}, "
             f"cost_box={self.cost_box}, cost_giou={self.cost_giou}, num_points={self.num_points}, "
-            f"num_mask_tokens={self.num_mask_tokens})"
+            f"num_tokens={self.num_tokens})"
         )
 
 

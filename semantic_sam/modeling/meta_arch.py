@@ -21,6 +21,7 @@ from detectron2.structures import BitMasks, ImageList
 from torch import Tensor, nn
 
 from ..utils.box_ops import box_cxcywh_to_xyxy
+from ..utils.deprecation import DeprecatedAlias, renamed_kwargs
 from .decoder import prompt_encoder
 from .decoder.prompt_encoder import (
     POINT_CONVENTIONS,
@@ -46,8 +47,10 @@ class SemanticSAM(nn.Module):
     Every prompt (a click or a box) yields K masks of different granularity, each with a box and a
     predicted IoU. Attributes: ``backbone``, ``sem_seg_head`` (``.pixel_decoder``, ``.predictor``),
     non-persistent buffers ``pixel_mean`` / ``pixel_std`` (3, 1, 1), ``size_divisibility``,
-    ``num_mask_tokens`` (K), ``device``.
+    ``num_tokens`` (K; ``num_mask_tokens`` is a deprecated alias), ``device``.
     """
+
+    num_mask_tokens = DeprecatedAlias("num_tokens")
 
     @configurable
     def __init__(
@@ -88,7 +91,7 @@ class SemanticSAM(nn.Module):
         if self.pixel_mean.shape != (3, 1, 1) or self.pixel_std.shape != (3, 1, 1):
             raise ValueError(f"pixel_mean and pixel_std must have 3 values, got {pixel_mean} and {pixel_std}")
         self.size_divisibility = size_divisibility
-        self.num_mask_tokens: int = int(sem_seg_head.predictor.num_mask_tokens)
+        self.num_tokens: int = int(sem_seg_head.predictor.num_tokens)
         self.num_clicks_per_image = num_clicks_per_image
         self.train_box_prompts = train_box_prompts
         self.train_boxes_padded_frame = train_boxes_padded_frame
@@ -310,7 +313,7 @@ class SemanticSAM(nn.Module):
                     tuple(image_size),
                     padded_size,
                     num_clicks=self.num_clicks_per_image,
-                    num_tokens=self.num_mask_tokens,
+                    num_tokens=self.num_tokens,
                     box_prompts=self.train_box_prompts,
                     noise_scale=self.noise_scale,
                     training=True,
@@ -321,10 +324,13 @@ class SemanticSAM(nn.Module):
         return targets
 
     @torch.no_grad()
+    @renamed_kwargs(
+        {"levels": "tokens"}, note="it always took token indices 0..K-1, not the user levels 1..K of the predictor"
+    )
     def inference(
         self,
         batched_inputs: list[dict],
-        levels: Optional[Sequence[int]] = None,
+        tokens: Optional[Sequence[int]] = None,
         attn_mask: str = "block",
         point_convention: str = "eval",
     ) -> list[dict]:
@@ -337,20 +343,22 @@ class SemanticSAM(nn.Module):
             batched_inputs: list of dicts, one per image, with ``"image"`` (3, H, W) uint8 (or float 0-255)
                 RGB; optional ``"height"``, ``"width"`` (output size, default H, W); prompts in the image frame:
                 ``"points"`` (P, 2) float pixel (x, y) and/or ``"boxes"`` (M, 4) float xyxy pixels, P + M > 0.
-            levels: indices into the K tokens to return (default all K, in token order).
+            tokens: indices into the K tokens to return (default all K, in token order); user levels
+                map to tokens with :func:`semantic_sam.predictor.levels_to_tokens`. ``levels`` is a
+                deprecated alias (of token indices).
             attn_mask: ``"block"`` (prompts independent) or ``"none"`` (all queries of an image attend to
                 each other, as the reference's demo).
             point_convention: how clicks become boxes, see :meth:`point_to_box`.
 
         Returns:
-            per image, ``{"pred_masks": (P+M, |levels|, h, w) logits, "pred_ious": (P+M, |levels|),
-            "pred_boxes": (P+M, |levels|, 4) xyxy pixels in the output frame}``; points first, then boxes.
+            per image, ``{"pred_masks": (P+M, |tokens|, h, w) logits, "pred_ious": (P+M, |tokens|),
+            "pred_boxes": (P+M, |tokens|, 4) xyxy pixels in the output frame}``; points first, then boxes.
         """
         if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
             raise ValueError("inference expects a non-empty list of input dicts")
         check_attn_mask_mode(attn_mask)
         check_point_convention(point_convention, "point_convention")
-        levels = check_token_indices(levels, self.num_mask_tokens)
+        tokens = check_token_indices(tokens, self.num_tokens)
         prompts = [self._check_input(x, i) for i, x in enumerate(batched_inputs)]
 
         # Group images by padded size: same-size images are encoded in one batch.
@@ -369,7 +377,7 @@ class SemanticSAM(nn.Module):
                     "multi_scale_features": [f[j : j + 1] for f in features["multi_scale_features"]],
                 }
                 results[i] = self._decode_one(
-                    feats, batched_inputs[i], prompts[i], images.image_sizes[j], padded_size, levels,
+                    feats, batched_inputs[i], prompts[i], images.image_sizes[j], padded_size, tokens,
                     attn_mask, point_convention,
                 )
         return results  # type: ignore[return-value]
@@ -381,7 +389,7 @@ class SemanticSAM(nn.Module):
         prompts: tuple[Tensor, Tensor],
         image_size: Sequence[int],
         padded_size: tuple[int, int],
-        levels: list[int],
+        tokens: list[int],
         attn_mask: str,
         point_convention: str,
     ) -> dict:
@@ -398,12 +406,12 @@ class SemanticSAM(nn.Module):
         pb = prompt_boxes.new_zeros(1, n)
         out = self.decode_prompts(features, prompt_boxes[None], pb, attn_mask=attn_mask, return_aux=False)
 
-        k = self.num_mask_tokens
-        level_idx = torch.as_tensor(levels, device=self.device)
-        masks = out["pred_masks"][0].view(n, k, *out["pred_masks"].shape[-2:])[:, level_idx]
+        k = self.num_tokens
+        token_idx = torch.as_tensor(tokens, device=self.device)
+        masks = out["pred_masks"][0].view(n, k, *out["pred_masks"].shape[-2:])[:, token_idx]
         masks = self.postprocess_masks(masks, padded_size, (h_img, w_img), (out_h, out_w))
-        ious = out["pred_ious"][0][:, level_idx]
-        boxes = out["pred_boxes"][0].view(n, k, 4)[:, level_idx]
+        ious = out["pred_ious"][0][:, token_idx]
+        boxes = out["pred_boxes"][0].view(n, k, 4)[:, token_idx]
         hp, wp = padded_size
         boxes = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([wp, hp, wp, hp])
         boxes = boxes * boxes.new_tensor([out_w / w_img, out_h / h_img, out_w / w_img, out_h / h_img])

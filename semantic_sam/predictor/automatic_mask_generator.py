@@ -9,6 +9,7 @@ from torchvision.ops import batched_nms
 
 from ..modeling.decoder.prompt_encoder import check_attn_mask_mode
 from ..utils.box_ops import box_area
+from ..utils.deprecation import DeprecatedAlias, renamed_kwargs
 from ..utils.image_io import to_rgb_uint8
 from .amg_utils import (
     MaskData,
@@ -39,10 +40,10 @@ _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 
 class SemanticSamAutomaticMaskGenerator:
-    """Segment a whole image at one or several granularity levels from a grid of clicks.
+    """Segment a whole image at one or several levels (user granularities) from a grid of clicks.
 
     The parameters are SAM's ``SamAutomaticMaskGenerator`` ones with the reference's defaults for
-    Semantic-SAM, plus ``level``.
+    Semantic-SAM, plus ``levels``.
 
     Arguments:
         model: a ``SemanticSAM`` model (any :class:`~semantic_sam.predictor.model_interface.PromptableModel`),
@@ -62,7 +63,8 @@ class SemanticSamAutomaticMaskGenerator:
         min_mask_region_area: if > 0, fill holes and remove islands smaller than this (pixels),
             then rerun box NMS preferring unchanged masks.
         output_mode: "binary_mask" ((H, W) bool), "uncompressed_rle" or "coco_rle" (pycocotools).
-        level: user levels 1..K to generate (the reference's "All Prompt" = 1..6).
+        levels: user levels 1..K to generate (the reference's "All Prompt" = 1..6). ``level`` is a
+            deprecated alias (a ``DeprecationWarning``; giving both is a ``TypeError``).
         attn_mask: "block" (default, batch-independent) or "none" (the reference: all clicks of a
             batch attend to each other, so results depend on ``points_per_batch``).
         stability_at_full_res: compute the stability score on full-resolution logits, as the
@@ -74,6 +76,9 @@ class SemanticSamAutomaticMaskGenerator:
             is a predictor, its own setting applies).
     """
 
+    level = DeprecatedAlias("levels")  # the former name of the levels attribute
+
+    @renamed_kwargs({"level": "levels"})
     def __init__(
         self,
         model: PromptableModel | SemanticSamPredictor,
@@ -90,7 +95,7 @@ class SemanticSamAutomaticMaskGenerator:
         point_grids: Sequence[np.ndarray] | None = None,
         min_mask_region_area: int = 10,
         output_mode: str = "binary_mask",
-        level: Sequence[int] = ALL_LEVELS,
+        levels: Sequence[int] = ALL_LEVELS,
         *,
         attn_mask: str = "block",
         stability_at_full_res: bool = False,
@@ -128,8 +133,8 @@ class SemanticSamAutomaticMaskGenerator:
             self.predictor = model
         else:
             self.predictor = SemanticSamPredictor(model, short_side=short_side, max_size=max_size, precision=precision)
-        self.level = list(level)
-        self.tokens = levels_to_tokens(self.level, self.predictor.num_levels)
+        self.levels = list(levels)
+        self.tokens = levels_to_tokens(self.levels, self.predictor.num_tokens)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -241,7 +246,7 @@ class SemanticSamAutomaticMaskGenerator:
         del all_masks, all_ious
         p_cpu, l_cpu = p_idx.cpu(), l_idx.cpu()
         pts = torch.as_tensor(points, dtype=torch.float)[p_cpu]
-        levels = torch.tensor(self.level, dtype=torch.long)[l_cpu]
+        levels = torch.tensor(self.levels, dtype=torch.long)[l_cpu]
         stability = None
         if not self.stability_at_full_res and len(low_res):
             vh, vw = pred.low_res_valid_size

@@ -20,12 +20,13 @@ from ..modeling.decoder.prompt_encoder import (
     check_points_in_image,
     point_to_box,
 )
+from ..utils.deprecation import DeprecatedAlias
 from ..utils.image_io import to_rgb_uint8
 from ..utils.precision import inference_autocast, parse_dtype
 from .amg_utils import mask_iou, remove_small_regions
 from .levels import ALL_LEVELS, levels_to_tokens
 from .mask_upsampling import upsample_binary_x4
-from .model_interface import PromptableModel
+from .model_interface import PromptableModel, model_num_tokens
 from .transforms import DEFAULT_MAX_SIZE, ResizeShortestSide
 
 __all__ = ["SemanticSamPredictor"]
@@ -68,6 +69,8 @@ class SemanticSamPredictor:
         # masks (1, 6, H, W) bool, scores (1, 6), logits (1, 6, Hp/4, Wp/4)
     """
 
+    num_levels = DeprecatedAlias("num_tokens")  # the former name of K
+
     def __init__(
         self,
         model: PromptableModel,
@@ -84,6 +87,7 @@ class SemanticSamPredictor:
         check_attn_mask_mode(attn_mask)
         self.precision = parse_dtype(precision)
         self.model = model.eval()
+        self._num_tokens = model_num_tokens(self.model)
         self.transform = ResizeShortestSide(short_side, max_size)
         self.attn_mask = attn_mask
         self.score_thresh = score_thresh
@@ -100,9 +104,9 @@ class SemanticSamPredictor:
         return self.model.device
 
     @property
-    def num_levels(self) -> int:
-        """K: the number of levels (tokens) per prompt."""
-        return int(self.model.num_mask_tokens)
+    def num_tokens(self) -> int:
+        """K: the number of tokens (outputs) per prompt, which is also the number of user levels."""
+        return self._num_tokens
 
     @property
     def is_image_set(self) -> bool:
@@ -236,7 +240,7 @@ class SemanticSamPredictor:
         boxes = self._check_boxes(box)
         if pts is None and boxes is None:
             raise ValueError("give at least one click (point_coords) or box")
-        tokens = levels_to_tokens(levels, self.num_levels)
+        tokens = levels_to_tokens(levels, self.num_tokens)
         pts_t = boxes_t = None
         if pts is not None:
             pts_t = torch.as_tensor(self.transform.apply_coords(pts, self.original_size), dtype=torch.float)
@@ -266,7 +270,7 @@ class SemanticSamPredictor:
         self._require_image()
         if point_coords is None and boxes is None:
             raise ValueError("give at least one click (point_coords) or box")
-        tokens = levels_to_tokens(levels, self.num_levels)
+        tokens = levels_to_tokens(levels, self.num_tokens)
         return self._predict_tokens(point_coords, boxes, tokens, return_logits, attn_mask)
 
     def _predict_tokens(self, pts, boxes, tokens, return_logits, attn_mask):
@@ -321,7 +325,7 @@ class SemanticSamPredictor:
             pb = anchors.new_zeros(anchors.shape[:2])
             # only the last layer's heads are needed at inference
             out = self.model.decode_prompts(self.features, anchors, pb, attn_mask=attn_mask, return_aux=False)
-            p, k = anchors.shape[1], self.num_levels
+            p, k = anchors.shape[1], self.num_tokens
             masks = out["pred_masks"][0].view(p, k, *out["pred_masks"].shape[-2:]).float()
             scores = out["pred_ious"][0].reshape(p, k).float()
         return masks, scores

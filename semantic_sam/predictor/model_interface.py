@@ -12,7 +12,9 @@ import torch
 from detectron2.structures import ImageList
 from torch import Tensor
 
-__all__ = ["PromptableModel"]
+from ..utils.deprecation import warn_deprecated
+
+__all__ = ["PromptableModel", "model_num_tokens"]
 
 
 @runtime_checkable
@@ -20,11 +22,12 @@ class PromptableModel(Protocol):
     """A model that encodes an image once and decodes prompt boxes into K masks per prompt.
 
     Attributes:
-        num_mask_tokens: K, the masks (tokens) per prompt.
+        num_tokens: K, the masks (tokens) per prompt. (A model that names it ``num_mask_tokens``, the
+            former name, still works with a ``DeprecationWarning``; see :func:`model_num_tokens`.)
         device: where the model's inputs go.
     """
 
-    num_mask_tokens: int
+    num_tokens: int
 
     @property
     def device(self) -> torch.device: ...
@@ -63,3 +66,19 @@ class PromptableModel(Protocol):
     ) -> Tensor:
         """(..., Hp/4, Wp/4) logits -> (..., h, w) logits at ``output_size``."""
         ...
+
+
+def model_num_tokens(model: Any) -> int:
+    """K of ``model``: its ``num_tokens``, or (deprecated, with a warning) its ``num_mask_tokens``.
+
+    Raises:
+        TypeError: the model has neither attribute.
+    """
+    if hasattr(model, "num_tokens"):
+        return int(model.num_tokens)
+    if hasattr(model, "num_mask_tokens"):
+        warn_deprecated(
+            f"{type(model).__name__}.num_mask_tokens is deprecated: PromptableModel names K num_tokens", stacklevel=3
+        )
+        return int(model.num_mask_tokens)
+    raise TypeError(f"{type(model).__name__} is not a PromptableModel: it has no num_tokens (K, tokens per prompt)")

@@ -1,6 +1,6 @@
 """Sources of the random numbers drawn by training-target preparation, matching and losses.
 
-Every random decision of a training step (which masks are clicked, which pixel, which level
+Every random decision of a training step (which masks are clicked, which pixel, which
 targets are kept, the anchor jitter, the matcher's points, the loss points) goes through one
 :class:`RandomSource`, so that a step can be
 

@@ -58,7 +58,7 @@ def _check_against_golden(t, g):
     assert torch.equal(t.clicks_xy, g["targets.clicks_xy"])
     assert torch.equal(t.target_gt_inds, g["targets.level_target_inds_flat"])
     assert torch.equal(t.target_prompt_inds, g["targets.level_target_click"])
-    assert [len(x) for x in t.level_target_inds] == g["targets.level_target_count"].tolist()
+    assert [len(x) for x in t.prompt_target_gt_inds] == g["targets.level_target_count"].tolist()
     assert t.max_num_tgt_per_click == int(g["targets.max_num_tgt_per_click"])
     assert t.box_start == int(g["targets.box_start"])
     assert torch.equal(t.anchor_noise, g["forward.dn_rand"][0])
@@ -116,12 +116,12 @@ def test_level_targets_are_all_masks_containing_the_click():
     gen = torch.Generator().manual_seed(3)
     masks = torch.rand(7, 48, 40, generator=gen) > 0.5
     t = prepare_click_targets(masks, (48, 40), (64, 64), 20, 8, generator=gen)
-    assert len(t.level_target_inds) == 20
+    assert len(t.prompt_target_gt_inds) == 20
     for i, (x, y) in enumerate(t.clicks_xy.tolist()):
         g = int(t.prompt_gt_inds[i])
         assert masks[g, y, x]
         containing = masks[:, y, x].nonzero().flatten().tolist()
-        assert t.level_target_inds[i] == containing  # <= K = 8 masks: all of them, ascending
+        assert t.prompt_target_gt_inds[i] == containing  # <= K = 8 masks: all of them, ascending
         torch.testing.assert_close(t.points[i], torch.tensor([x / 40, y / 48, 6 / 40, 6 / 48]))
     assert t.masks.shape == (20, 64, 64) and t.ori_masks.shape == (7, 64, 64)
     assert torch.equal(t.masks, t.ori_masks[t.prompt_gt_inds])
@@ -135,15 +135,15 @@ def test_more_than_k_levels_keeps_a_shuffled_k():
     choice = int((fg == 20 * 40 + 20).nonzero())
     rng = ReplayRandom([0, torch.tensor([4, 0, 1, 2, 3]), choice, [3, 0, 4, 1, 2], torch.rand(1, 4)])
     t = prepare_click_targets(masks, (40, 40), (40, 40), 1, 3, rng=rng)
-    assert t.level_target_inds == [[3, 0, 4]]
+    assert t.prompt_target_gt_inds == [[3, 0, 4]]
     assert t.max_num_tgt_per_click == 3
     gen = torch.Generator().manual_seed(0)
     t = prepare_click_targets(masks, (40, 40), (40, 40), 30, 3, generator=gen)
-    for i, levels in enumerate(t.level_target_inds):
+    for i, targets in enumerate(t.prompt_target_gt_inds):
         x, y = t.clicks_xy[i].tolist()
         containing = masks[:, y, x].nonzero().flatten().tolist()
-        assert len(levels) == min(3, len(containing)) and len(set(levels)) == len(levels)
-        assert set(levels) <= set(containing)
+        assert len(targets) == min(3, len(containing)) and len(set(targets)) == len(targets)
+        assert set(targets) <= set(containing)
 
 
 def test_prompts_repeat_or_subsample_the_masks():
@@ -181,8 +181,8 @@ def test_box_prompts():
         assert t.points.shape == (s, 4) and t.clicks_xy.shape == (s, 2)
         assert torch.equal(t.boxes_dn[:s], t.points)
         assert torch.equal(t.boxes_dn[s:], t.ori_boxes[t.prompt_gt_inds[s:]])
-        assert t.level_target_inds[s:] == [[int(g)] for g in t.prompt_gt_inds[s:]]
-        assert len(t.target_gt_inds) == sum(len(x) for x in t.level_target_inds)
+        assert t.prompt_target_gt_inds[s:] == [[int(g)] for g in t.prompt_gt_inds[s:]]
+        assert len(t.target_gt_inds) == sum(len(x) for x in t.prompt_target_gt_inds)
 
 
 def test_eval_mode_padded_frame_and_sizes():

@@ -199,10 +199,10 @@ def test_prompted_inference_skips_images_without_prompts():
             calls.append(([x["image_id"] for x in batched_inputs], kwargs))
             return [{"pred_masks": torch.zeros(len(x["points"]), 1, 2, 2)} for x in batched_inputs]
 
-    wrapper = PromptedInference(Fake(), levels=[0])
+    wrapper = PromptedInference(Fake(), tokens=[0])
     inputs = [_image_a()[0], _image_b()[0], _image_c()[0]]
     outs = wrapper(inputs)
-    assert calls == [([11, 13], {"levels": [0]})]
+    assert calls == [([11, 13], {"tokens": [0]})]
     assert outs[1] == {} and outs[0]["pred_masks"].shape[0] == 2 and outs[2]["pred_masks"].shape[0] == 1
     assert wrapper([_image_b()[0]]) == [{}] and len(calls) == 1
 

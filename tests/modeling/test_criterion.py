@@ -105,12 +105,12 @@ def _random_image(gen, num_prompts, k, size=64, num_gt=4):
 def _tiny_criterion(many_to_one, k, num_layers=2, num_points=32, iou_target="matched"):
     base = {"loss_mask_bce": 5.0, "loss_mask_dice": 5.0, "iou_score_loss": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
     return SemanticSamCriterion(
-        matcher=ManyToManyMatcher(num_points=num_points, num_mask_tokens=k),
+        matcher=ManyToManyMatcher(num_points=num_points, num_tokens=k),
         weight_dict=expand_weight_dict(base, num_layers),
         num_points=num_points,
         oversample_ratio=3.0,
         importance_sample_ratio=0.75,
-        num_mask_tokens=k,
+        num_tokens=k,
         many_to_one=many_to_one,
         iou_target=iou_target,
     )
@@ -180,7 +180,7 @@ def test_many_to_one_supervises_the_best_output_per_prompt():
 def test_reproduce_sam_config_builds_many_to_one():
     cfg = load_config("configs/semantic_sam_reproduce_sam_swinL.yaml")
     criterion = build_criterion(cfg)
-    assert criterion.many_to_one and criterion.num_mask_tokens == 3
+    assert criterion.many_to_one and criterion.num_tokens == 3
     assert len(criterion.weight_dict) == 45 and criterion.weight_dict["loss_mask_bce_8"] == 5.0
     assert not isinstance(criterion, torch.nn.Module)
     model = torch.nn.Linear(2, 2)

@@ -135,7 +135,7 @@ def _synthetic_image(gen, num_prompts=3, k=4, size=32):
 
 def test_perfect_predictions_are_found_and_batch_equals_separate_images():
     gen = torch.Generator().manual_seed(0)
-    matcher = ManyToManyMatcher(num_points=256, num_mask_tokens=4)
+    matcher = ManyToManyMatcher(num_points=256, num_tokens=4)
     images = [_synthetic_image(gen) for _ in range(2)]
     coords = [torch.rand(1, 256, 2, generator=gen) for _ in images]
     separate = []
@@ -155,7 +155,7 @@ def test_perfect_predictions_are_found_and_batch_equals_separate_images():
 def test_generator_draws_and_edge_cases():
     gen = torch.Generator().manual_seed(1)
     target, pm, pbx, _ = _synthetic_image(gen)
-    matcher = ManyToManyMatcher(num_points=64, num_mask_tokens=4)
+    matcher = ManyToManyMatcher(num_points=64, num_tokens=4)
     outputs = {"pred_masks": pm[None], "pred_boxes": pbx[None]}
     a = matcher(outputs, [target], generator=torch.Generator().manual_seed(3))
     b = matcher(outputs, [target], generator=torch.Generator().manual_seed(3))
@@ -166,7 +166,7 @@ def test_generator_draws_and_edge_cases():
     [(src, tgt)] = matcher(outputs, [empty])
     assert len(src) == len(tgt) == 0
     with pytest.raises(ValueError, match="more than the 2 outputs"):
-        ManyToManyMatcher(num_points=64, num_mask_tokens=2)(outputs, [dict(target, max_num_tgt_per_click=3)])
+        ManyToManyMatcher(num_points=64, num_tokens=2)(outputs, [dict(target, max_num_tgt_per_click=3)])
     with pytest.raises(ValueError, match="2 targets for a batch of 1"):
         matcher(outputs, [target, target])
     with pytest.raises(ValueError, match="only 1 outputs"):

@@ -56,7 +56,7 @@ def test_state_dict_keys_and_parameter_count_match_release(name, num_params):
 
 def test_attributes_and_buffers(model):
     assert isinstance(model, SemanticSAM)
-    assert model.size_divisibility == 32 and model.num_mask_tokens == 6
+    assert model.size_divisibility == 32 and model.num_tokens == 6
     assert model.pixel_mean.shape == (3, 1, 1)
     torch.testing.assert_close(model.pixel_mean.view(-1), torch.tensor([123.675, 116.28, 103.53]))
     torch.testing.assert_close(model.pixel_std.view(-1), torch.tensor([58.395, 57.12, 57.375]))
@@ -151,7 +151,7 @@ def test_inference_matches_golden_eval_and_demo(model, golden):
     assert torch.equal(res["pred_ious"].argmax(1), golden["eval_direct.max_index"])
     demo = model.inference(
         [{"image": image, "points": clicks, "height": 200, "width": 300}],
-        levels=[0, 1, 2, 3, 4, 5],
+        tokens=[0, 1, 2, 3, 4, 5],
         attn_mask="none",
         point_convention="demo",
     )[0]
@@ -174,7 +174,7 @@ def test_inference_two_images_of_different_sizes_with_points_and_boxes(model):
             "width": 20,
         },
     ]
-    res = model.inference(inputs, levels=[3, 0])
+    res = model.inference(inputs, tokens=[3, 0])
     assert res[0]["pred_masks"].shape == (3, 2, 50, 70)
     assert res[0]["pred_ious"].shape == (3, 2) and res[0]["pred_boxes"].shape == (3, 2, 4)
     assert res[1]["pred_masks"].shape == (2, 2, 45, 20)
@@ -185,10 +185,10 @@ def test_inference_two_images_of_different_sizes_with_points_and_boxes(model):
         assert (boxes[..., 2] >= boxes[..., 0]).all() and (boxes[..., 3] >= boxes[..., 1]).all()
 
     # each image alone gives the same result (images are encoded and decoded independently)
-    alone = model.inference([inputs[1]], levels=[3, 0])[0]
+    alone = model.inference([inputs[1]], tokens=[3, 0])[0]
     for key in ("pred_masks", "pred_ious", "pred_boxes"):
         torch.testing.assert_close(res[1][key], alone[key], atol=1e-5, rtol=1e-5)
-    # level selection = slicing all levels; block mask = prompts independent of each other
+    # token selection = slicing all tokens; block mask = prompts independent of each other
     full = model.inference([inputs[0]])[0]
     torch.testing.assert_close(res[0]["pred_masks"], full["pred_masks"][:, [3, 0]], atol=1e-5, rtol=1e-5)
     one = model.inference([{"image": a, "points": torch.tensor([[60.0, 45.0]])}])[0]
@@ -255,10 +255,10 @@ def test_bad_images_raise_clear_errors(model, image, error, match):
 
 def test_bad_options_raise_clear_errors(model):
     x = [{"image": _random_image(40, 40, 0), "points": torch.tensor([[1.0, 1.0]])}]
-    with pytest.raises(ValueError, match="levels"):
-        model.inference(x, levels=[6])
-    with pytest.raises(ValueError, match="levels"):
-        model.inference(x, levels=[])
+    with pytest.raises(ValueError, match="tokens"):
+        model.inference(x, tokens=[6])
+    with pytest.raises(ValueError, match="tokens"):
+        model.inference(x, tokens=[])
     with pytest.raises(ValueError, match="attn_mask"):
         model.inference(x, attn_mask="full")
     with pytest.raises(ValueError, match="point_convention"):

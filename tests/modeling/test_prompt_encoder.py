@@ -91,5 +91,5 @@ def test_token_indices():
     assert check_token_indices(None, 3) == [0, 1, 2]
     assert check_token_indices(torch.tensor([2, 0]), 3) == [2, 0]
     for bad in ([], [3], [-1], [True], [1.0]):
-        with pytest.raises(ValueError, match="levels"):
+        with pytest.raises(ValueError, match="tokens"):
             check_token_indices(bad, 3)

@@ -66,7 +66,7 @@ def test_swin_and_pixel_decoder_layers_blocked_equal_training_path(tiny_blocks):
     x = torch.randn(2, h * w, 32)
     blocks = [SwinTransformerBlock(dim=32, num_heads=2, window_size=7, shift_size=s) for s in (0, 3)]
     layouts = [window_layout(h, w, 7, s, x.device) for s in (0, 3)]
-    layer = DeformableEncoderLayer(d_model=32, d_ffn=256, dropout=0.0, n_levels=2, n_heads=2, n_points=2)
+    layer = DeformableEncoderLayer(d_model=32, d_ffn=256, dropout=0.0, num_feature_levels=2, n_heads=2, n_points=2)
     shapes = torch.tensor([[16, 16], [8, 8]])
     starts = torch.tensor([0, 256])
     src, pos = torch.randn(1, 320, 32), torch.randn(1, 320, 32)

@@ -14,7 +14,7 @@ from tests.fixture_files import reference_keys
 msda_module = importlib.import_module("semantic_sam.ops.ms_deform_attn")
 
 
-def _level_start_index(shapes: torch.Tensor) -> torch.Tensor:
+def _feature_level_start_index(shapes: torch.Tensor) -> torch.Tensor:
     sizes = shapes[:, 0] * shapes[:, 1]
     return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
 
@@ -24,24 +24,25 @@ def _random_problem(b=2, q=5, n_heads=2, head_dim=3, shapes=((4, 6), (3, 2), (1,
     g = torch.Generator().manual_seed(seed)
     spatial_shapes = torch.tensor(shapes, dtype=torch.long)
     s = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
-    levels = len(shapes)
+    num_feature_levels = len(shapes)
     value = torch.randn(b, s, n_heads, head_dim, generator=g, dtype=dtype)
     # some locations fall outside [0, 1] to exercise the zero padding
-    locations = torch.rand(b, q, n_heads, levels, points, 2, generator=g, dtype=dtype) * (1 + 2 * margin) - margin
-    weights = torch.rand(b, q, n_heads, levels, points, generator=g, dtype=dtype)
-    return value, spatial_shapes, _level_start_index(spatial_shapes), locations, weights
+    locations = torch.rand(b, q, n_heads, num_feature_levels, points, 2, generator=g, dtype=dtype)
+    locations = locations * (1 + 2 * margin) - margin
+    weights = torch.rand(b, q, n_heads, num_feature_levels, points, generator=g, dtype=dtype)
+    return value, spatial_shapes, _feature_level_start_index(spatial_shapes), locations, weights
 
 
 def _naive(value, spatial_shapes, locations, weights):
     """Per-sample loop: bilinear interpolation of pixel centres, zero outside, align_corners=False."""
     b, _, n_heads, head_dim = value.shape
-    _, q, _, levels, points, _ = locations.shape
+    _, q, _, num_feature_levels, points, _ = locations.shape
     out = torch.zeros(b, q, n_heads, head_dim, dtype=value.dtype)
-    starts = _level_start_index(spatial_shapes).tolist()
+    starts = _feature_level_start_index(spatial_shapes).tolist()
     for bi in range(b):
         for qi in range(q):
             for h in range(n_heads):
-                for lvl in range(levels):
+                for lvl in range(num_feature_levels):
                     height, width = spatial_shapes[lvl].tolist()
                     for p in range(points):
                         # pixel (i, j) covers [j, j+1) x [i, i+1) in units of the level; its centre is j + 0.5
@@ -109,7 +110,7 @@ def test_gradcheck_float64():
         (lambda v, s, i, l, w: (v, s, i, l[..., :1], w), "sampling_locations must be"),
         (lambda v, s, i, l, w: (v, s, i, l[:, :, :1], w[:, :, :1]), "does not match"),
         (lambda v, s, i, l, w: (v, s, i, l, w[..., :1]), "attention_weights must be"),
-        (lambda v, s, i, l, w: (v[:, 1:], s, i, l, w), "tokens"),
+        (lambda v, s, i, l, w: (v[:, 1:], s, i, l, w), "positions"),
     ],
 )
 def test_op_rejects_bad_shapes(mutate, message):
@@ -164,7 +165,7 @@ def _module_inputs(b=2, q=6, d=32, shapes=((6, 8), (3, 4)), ref_dim=2, seed=0):
     query = torch.randn(b, q, d, generator=g)
     ref = torch.rand(b, q, len(shapes), ref_dim, generator=g)
     flat = torch.randn(b, s, d, generator=g)
-    return query, ref, flat, spatial_shapes, _level_start_index(spatial_shapes)
+    return query, ref, flat, spatial_shapes, _feature_level_start_index(spatial_shapes)
 
 
 def test_module_parameter_names_and_shapes_match_reference():
@@ -182,7 +183,7 @@ def test_module_parameter_names_and_shapes_match_reference():
 
 
 def test_module_init():
-    m = MSDeformAttn(d_model=64, n_levels=2, n_heads=4, n_points=3)
+    m = MSDeformAttn(d_model=64, num_feature_levels=2, n_heads=4, n_points=3)
     assert torch.all(m.sampling_offsets.weight == 0)
     assert torch.all(m.attention_weights.weight == 0) and torch.all(m.attention_weights.bias == 0)
     assert torch.all(m.value_proj.bias == 0) and torch.all(m.output_proj.bias == 0)
@@ -203,7 +204,7 @@ def test_module_init():
 
 def test_module_forward_matches_manual_composition():
     torch.manual_seed(0)
-    m = MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=3)
+    m = MSDeformAttn(d_model=32, num_feature_levels=2, n_heads=4, n_points=3)
     for p in m.parameters():  # break the symmetric init so every path carries signal
         torch.nn.init.normal_(p, std=0.1)
     query, ref, flat, shapes, starts = _module_inputs()
@@ -213,7 +214,7 @@ def test_module_forward_matches_manual_composition():
     value = m.value_proj(flat).view(2, -1, 4, 8)
     offsets = m.sampling_offsets(query).view(2, 6, 4, 2, 3, 2)
     weights = m.attention_weights(query).view(2, 6, 4, 6).softmax(-1).view(2, 6, 4, 2, 3)
-    normalizer = torch.tensor([[8.0, 6.0], [4.0, 3.0]])  # (W, H) per level
+    normalizer = torch.tensor([[8.0, 6.0], [4.0, 3.0]])  # (W, H) per feature level
     locations = ref[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
     expected = m.output_proj(_naive(value.double(), shapes, locations.double(), weights.double()).float())
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
@@ -221,13 +222,13 @@ def test_module_forward_matches_manual_composition():
 
 def test_module_box_reference_points():
     torch.manual_seed(1)
-    m = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
+    m = MSDeformAttn(d_model=16, num_feature_levels=2, n_heads=2, n_points=2)
     query, ref, flat, shapes, starts = _module_inputs(d=16, ref_dim=4)
     captured = {}
 
-    def spy(value, spatial_shapes, level_start_index, locations, weights, im2col_step=128):
+    def spy(value, spatial_shapes, feature_level_start_index, locations, weights, im2col_step=128):
         captured["locations"] = locations
-        return ms_deform_attn_pytorch(value, spatial_shapes, level_start_index, locations, weights)
+        return ms_deform_attn_pytorch(value, spatial_shapes, feature_level_start_index, locations, weights)
 
     original = msda_module.ms_deform_attn
     msda_module.ms_deform_attn = spy
@@ -242,7 +243,7 @@ def test_module_box_reference_points():
 
 def test_module_padding_mask_zeroes_values():
     torch.manual_seed(2)
-    m = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
+    m = MSDeformAttn(d_model=16, num_feature_levels=2, n_heads=2, n_points=2)
     query, ref, flat, shapes, starts = _module_inputs(d=16)
     mask = torch.zeros(2, flat.shape[1], dtype=torch.bool)
     mask[:, 48:] = True  # the whole second level is padding
@@ -258,7 +259,7 @@ def test_module_padding_mask_zeroes_values():
 
 
 def test_module_gradients_flow():
-    m = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
+    m = MSDeformAttn(d_model=16, num_feature_levels=2, n_heads=2, n_points=2)
     query, ref, flat, shapes, starts = _module_inputs(d=16)
     query.requires_grad_()
     m(query, ref, flat, shapes, starts).sum().backward()
@@ -271,7 +272,7 @@ def test_module_rejects_bad_configuration_and_inputs():
         MSDeformAttn(d_model=30, n_heads=8)
     with pytest.raises(ValueError, match="n_points"):
         MSDeformAttn(d_model=16, n_heads=2, n_points=0)
-    m = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
+    m = MSDeformAttn(d_model=16, num_feature_levels=2, n_heads=2, n_points=2)
     query, ref, flat, shapes, starts = _module_inputs(d=16)
     with pytest.raises(ValueError, match="query must be"):
         m(query[..., :8], ref, flat, shapes, starts)
@@ -279,7 +280,7 @@ def test_module_rejects_bad_configuration_and_inputs():
         m(query, ref[..., :1], flat, shapes, starts)
     with pytest.raises(ValueError, match="input_spatial_shapes must be"):
         m(query, ref, flat, shapes[:1], starts[:1])
-    with pytest.raises(ValueError, match="tokens"):
+    with pytest.raises(ValueError, match="positions"):
         m(query, ref, flat[:, 1:], shapes, starts)
     with pytest.raises(ValueError, match="input_padding_mask"):
         m(query, ref, flat, shapes, starts, torch.zeros(2, 3, dtype=torch.bool))
@@ -380,7 +381,7 @@ def test_cuda_kernel_half_precision_runs():
 
 def test_module_attend_on_projected_value_equals_forward():
     torch.manual_seed(3)
-    m = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
+    m = MSDeformAttn(d_model=16, num_feature_levels=2, n_heads=2, n_points=2)
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.2)
     query, ref, flat, shapes, starts = _module_inputs(d=16, ref_dim=4)

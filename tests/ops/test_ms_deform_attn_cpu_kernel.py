@@ -69,7 +69,7 @@ def test_gradcheck(use_kernel):
 
 def test_module_output_matches_pytorch_path(use_kernel):
     torch.manual_seed(0)
-    m = MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=3)
+    m = MSDeformAttn(d_model=32, num_feature_levels=2, n_heads=4, n_points=3)
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.2)
     shapes = torch.tensor([[8, 6], [4, 3]])

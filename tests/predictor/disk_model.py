@@ -27,7 +27,7 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "parity_tin
 
 
 class DiskModel(nn.Module):
-    num_mask_tokens = 6
+    num_tokens = 6
     size_divisibility = 32
 
     def __init__(self) -> None:

@@ -137,10 +137,10 @@ def test_crop_layers(disk_model):
 
 
 def test_output_modes_and_levels(disk_model):
-    binary = _amg(disk_model, level=[3, 6]).generate(IMAGE)
+    binary = _amg(disk_model, levels=[3, 6]).generate(IMAGE)
     assert binary and {r["level"] for r in binary} <= {3, 6}
-    coco = _amg(disk_model, level=[3, 6], output_mode="coco_rle").generate(IMAGE)
-    unc = _amg(disk_model, level=[3, 6], output_mode="uncompressed_rle").generate(IMAGE)
+    coco = _amg(disk_model, levels=[3, 6], output_mode="coco_rle").generate(IMAGE)
+    unc = _amg(disk_model, levels=[3, 6], output_mode="uncompressed_rle").generate(IMAGE)
     json.dumps([{k: v for k, v in r.items()} for r in coco])
     json.dumps(unc)
     for b, c, u in zip(binary, coco, unc):
@@ -159,7 +159,7 @@ def test_resized_input_and_bad_arguments(disk_model):
     with pytest.raises(ValueError, match="output_mode"):
         SemanticSamAutomaticMaskGenerator(disk_model, output_mode="png")
     with pytest.raises(ValueError, match="empty"):
-        SemanticSamAutomaticMaskGenerator(disk_model, level=[])
+        SemanticSamAutomaticMaskGenerator(disk_model, levels=[])
     with pytest.raises(ValueError, match="crop_n_layers"):
         SemanticSamAutomaticMaskGenerator(disk_model, points_per_side=None, point_grids=[np.full((3, 2), 0.5)], crop_n_layers=1)
     grid = np.array([[0.5, 0.5]])

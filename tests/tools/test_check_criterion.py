@@ -141,7 +141,7 @@ def record_case(directory) -> dict:
         "targets.level_targets_full_flat": torch.tensor([m for f in full for m in f]),
         "targets.level_targets_full_count": torch.tensor([len(f) for f in full]),
         "targets.level_target_inds_flat": target["target_gt_inds"],
-        "targets.level_target_count": torch.tensor([len(t) for t in target["level_target_inds"]]),
+        "targets.level_target_count": torch.tensor([len(t) for t in target["prompt_target_gt_inds"]]),
         "targets.level_target_click": target["target_prompt_inds"],
         "targets.max_num_tgt_per_click": torch.tensor(target["max_num_tgt_per_click"]),
         "targets.points": target["points"],

@@ -85,21 +85,21 @@ def _reorder_decoder(t: torch.Tensor, name: str, order) -> torch.Tensor:
     return _blocks(t, order, 1)  # (1, clicks * K, ...)
 
 
-def derived_golden(golden: dict, demo_order, levels, seed: int) -> dict:
-    """The golden tensors of the case: demo points ``points[demo_order]``, demo tokens ``levels``, eval
+def derived_golden(golden: dict, demo_order, tokens, seed: int) -> dict:
+    """The golden tensors of the case: demo points ``points[demo_order]``, demo tokens ``tokens``, eval
     click order drawn after ``torch.manual_seed(seed)``."""
     g = dict(golden)
     p = torch.as_tensor(demo_order)
-    lv = torch.as_tensor(levels)
+    tok = torch.as_tensor(tokens)
     for name, t in golden.items():
         if name.startswith("demo.decoder."):
             g[name] = _reorder_decoder(t, name, demo_order)
     g["demo.points"] = golden["demo.points"][p]
     g["demo.points_padded_frame"] = golden["demo.points_padded_frame"][p]
-    g["demo.level"] = lv.clone()
+    g["demo.level"] = tok.clone()
     masks = golden["demo.pred_masks"]
-    g["demo.pred_masks"] = masks.view(-1, K, *masks.shape[-2:])[p][:, lv].flatten(0, 1).contiguous()
-    g["demo.pred_ious"] = golden["demo.pred_ious"][:, p][:, :, lv].contiguous()
+    g["demo.pred_masks"] = masks.view(-1, K, *masks.shape[-2:])[p][:, tok].flatten(0, 1).contiguous()
+    g["demo.pred_ious"] = golden["demo.pred_ious"][:, p][:, :, tok].contiguous()
 
     torch.manual_seed(seed)
     new_order = torch.randperm(len(SHIPPED_ORDER)).tolist()
@@ -120,7 +120,7 @@ def derived_golden(golden: dict, demo_order, levels, seed: int) -> dict:
     return {name: t.contiguous() for name, t in g.items()}
 
 
-DEMO_ORDER, LEVELS, SEED = [1, 2, 0], [5, 0, 3], 1
+DEMO_ORDER, TOKENS, SEED = [1, 2, 0], [5, 0, 3], 1
 
 
 @pytest.mark.slow
@@ -167,21 +167,21 @@ def test_a_golden_tensor_that_is_not_compared_fails(tmp_path, golden, one_thread
 def test_a_second_case_with_other_demo_points_levels_and_seed_passes(tmp_path, golden, one_thread):
     """The inputs come from golden.pt: demo points in another order, 3 of the 6 tokens in another
     order, the eval click order of seed 1 (here recorded as golden.pt's optional 'eval_full.seed')."""
-    case = derived_golden(golden, DEMO_ORDER, LEVELS, SEED)
+    case = derived_golden(golden, DEMO_ORDER, TOKENS, SEED)
     assert case["eval_full.click_gt_index"].tolist() != SHIPPED_ORDER
     case["eval_full.seed"] = torch.tensor(SEED)
     chk = run_parity(_write_case(tmp_path, case))
     assert chk.report(quiet=True) == 0
     assert chk.results["eval_full.click_gt_index"].note == "seed from golden.pt 'eval_full.seed'"
     assert chk.results["eval_full.seed"].status == "ok"
-    assert chk.results["demo.pred_masks"].status == "ok" and case["demo.pred_masks"].shape[0] == 3 * len(LEVELS)
+    assert chk.results["demo.pred_masks"].status == "ok" and case["demo.pred_masks"].shape[0] == 3 * len(TOKENS)
 
 
 @pytest.mark.slow
 def test_changed_levels_and_seed_make_the_check_fail(tmp_path, golden, one_thread):
     """Negative control: the same tensors with another demo.level and another README seed. Each
     changed input fails exactly the tensors that depend on it."""
-    case = derived_golden(golden, DEMO_ORDER, LEVELS, SEED)
+    case = derived_golden(golden, DEMO_ORDER, TOKENS, SEED)
     case["demo.level"] = torch.tensor([5, 3, 0])
     torch.manual_seed(2)
     assert torch.randperm(3).tolist() != case["eval_full.click_gt_index"].tolist()
@@ -198,7 +198,7 @@ def test_changed_levels_and_seed_make_the_check_fail(tmp_path, golden, one_threa
 def test_changed_demo_points_make_the_check_fail_and_a_missing_seed_is_reported(tmp_path, golden, one_thread):
     """Negative control: demo.points in the shipped order with the outputs of the reordered points.
     Without a seed the recorded click order is used and its row says so (WARN); eval_full passes."""
-    case = derived_golden(golden, DEMO_ORDER, LEVELS, SEED)
+    case = derived_golden(golden, DEMO_ORDER, TOKENS, SEED)
     case["demo.points"] = golden["demo.points"]
     chk = run_parity(_write_case(tmp_path, case))
     assert chk.report(quiet=True) == 1

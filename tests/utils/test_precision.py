@@ -63,7 +63,7 @@ def _bf16_deviation(model, golden, dtype, pixel_decoder=False):
     image, clicks = golden["input.image"], golden["eval_direct.clicks_xy"].float()
     out = {}
     with torch.inference_mode(), inference_autocast("cpu", dtype, pixel_decoder=pixel_decoder):
-        demo = model.inference([{"image": image, "points": clicks}], levels=list(range(6)), attn_mask="none",
+        demo = model.inference([{"image": image, "points": clicks}], tokens=list(range(6)), attn_mask="none",
                                point_convention="demo")[0]
         ev = model.inference([{"image": image, "points": clicks}], attn_mask="block", point_convention="eval")[0]
     cases = {

@@ -70,7 +70,7 @@ def _reference_order_generator_class():
             out = model.decode_prompts(
                 pred.features, boxes, boxes.new_zeros(boxes.shape[:2]), attn_mask=self.attn_mask, return_aux=True
             )
-            p, k, n_lev = len(points), pred.num_levels, len(self.tokens)
+            p, k, n_lev = len(points), pred.num_tokens, len(self.tokens)
             tokens = torch.as_tensor(self.tokens, dtype=torch.long)
             low_res = out["pred_masks"][0].view(p, k, *out["pred_masks"].shape[-2:])[:, tokens].flatten(0, 1)
             ious = out["pred_ious"][0].reshape(p, k)[:, tokens].flatten()
@@ -80,7 +80,7 @@ def _reference_order_generator_class():
                 masks=logits,
                 iou_preds=ious,
                 points=torch.as_tensor(points, dtype=torch.float).repeat_interleave(n_lev, dim=0),
-                levels=torch.tensor(self.level, dtype=torch.long).repeat(p),
+                levels=torch.tensor(self.levels, dtype=torch.long).repeat(p),
             )
             del logits
             data.filter(data["iou_preds"] > self.pred_iou_thresh)

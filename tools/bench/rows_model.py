@@ -27,18 +27,18 @@ from tools.bench.harness import (
 # Multi-scale deformable attention
 # ---------------------------------------------------------------------------------------------------
 def reference_style_msda(value, spatial_shapes, sampling_locations, attention_weights):
-    """The reference's CPU fallback algorithm: one grid_sample per level, then one big stacked product."""
+    """The reference's CPU fallback algorithm: one grid_sample per feature level, then one big stacked product."""
     b, _, n_heads, head_dim = value.shape
-    _, q, _, num_levels, num_points, _ = sampling_locations.shape
+    _, q, _, num_feature_levels, num_points, _ = sampling_locations.shape
     shapes = spatial_shapes.tolist()
     values = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
     samples = []
-    for level, (h, w) in enumerate(shapes):
-        value_l = values[level].flatten(2).transpose(1, 2).reshape(b * n_heads, head_dim, h, w)
-        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+    for feature_level, (h, w) in enumerate(shapes):
+        value_l = values[feature_level].flatten(2).transpose(1, 2).reshape(b * n_heads, head_dim, h, w)
+        grid_l = grids[:, :, :, feature_level].transpose(1, 2).flatten(0, 1)
         samples.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
-    weights = attention_weights.transpose(1, 2).reshape(b * n_heads, 1, q, num_levels * num_points)
+    weights = attention_weights.transpose(1, 2).reshape(b * n_heads, 1, q, num_feature_levels * num_points)
     out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1).view(b, n_heads * head_dim, q)
     return out.transpose(1, 2).contiguous()
 
@@ -46,8 +46,8 @@ def reference_style_msda(value, spatial_shapes, sampling_locations, attention_we
 def pixel_decoder_problem(
     image_size: int = 1024, n_heads: int = 8, head_dim: int = 32, n_points: int = 4, seed: int = 0
 ):
-    """Inputs of one pixel-decoder self-attention layer: levels at strides 8..64, realistic locations
-    (each token's own pixel centre plus offsets of a few pixels), softmax-normalized weights."""
+    """Inputs of one pixel-decoder self-attention layer: feature levels at strides 8..64, realistic locations
+    (each position's own pixel centre plus offsets of a few pixels), softmax-normalized weights."""
     g = torch.Generator().manual_seed(seed)
     sizes = [max(1, image_size // s) for s in (8, 16, 32, 64)]
     shapes = torch.tensor([[n, n] for n in sizes])
@@ -58,8 +58,8 @@ def pixel_decoder_problem(
         ys, xs = torch.meshgrid((torch.arange(n) + 0.5) / n, (torch.arange(n) + 0.5) / n, indexing="ij")
         centres.append(torch.stack([xs, ys], -1).view(-1, 2))
     ref = torch.cat(centres).view(1, s, 1, 1, 1, 2)
-    level_size = torch.tensor(sizes, dtype=torch.float32).view(1, 1, 1, len(sizes), 1, 1)
-    offsets = torch.randn(1, s, n_heads, len(sizes), n_points, 2, generator=g) * 2.0 / level_size
+    feature_level_size = torch.tensor(sizes, dtype=torch.float32).view(1, 1, 1, len(sizes), 1, 1)
+    offsets = torch.randn(1, s, n_heads, len(sizes), n_points, 2, generator=g) * 2.0 / feature_level_size
     locations = ref + offsets
     weights = torch.randn(1, s, n_heads, len(sizes) * n_points, generator=g).softmax(-1)
     weights = weights.view(1, s, n_heads, len(sizes), n_points)
@@ -70,6 +70,7 @@ def pixel_decoder_problem(
 def _msda_jobs(args) -> list[Job]:
     s = args.image_size
     n = sum((s // k) ** 2 for k in (8, 16, 32, 64))
+    # the case name is a key of the recorded benchmark files (docs/benchmark_*.json): kept as recorded
     return [Job("ms_deform_attn", f"{s} px, {n} tokens, 8 heads x 4 levels x 4 points", "all")]
 
 
@@ -197,7 +198,7 @@ def bench_decode(args, job: Job) -> list[Timing]:
     else:
         predictor = SemanticSamPredictor(model, short_side=None)  # the image is encoded at its own size
         predictor.set_image(image)
-        tokens = levels_to_tokens(ALL_LEVELS, predictor.num_levels)
+        tokens = levels_to_tokens(ALL_LEVELS, predictor.num_tokens)
         in_points = predictor.transform.apply_coords(points, predictor.original_size)
 
         def once(laps: Laps) -> None:  # = predictor.predict_torch(in_points), split into its stages

@@ -55,7 +55,7 @@ class InteractiveDecoder(nn.Module):
         dropout: float = 0.0,
         num_feature_levels: int = 4,
         dec_n_points: int = 4,
-        num_mask_tokens: int = 6,
+        num_tokens: int = 6,
         dim_proj: int = 512,
         enforce_input_proj: bool = False,
         noise_scale: float = 0.4,
@@ -71,8 +71,8 @@ class InteractiveDecoder(nn.Module):
             dec_layers: number of decoder layers L.
             dropout: dropout of the decoder layers.
             num_feature_levels: multi-scale feature levels attended to (4).
-            dec_n_points: deformable sampling points per head and level.
-            num_mask_tokens: K, content queries per prompt.
+            dec_n_points: deformable sampling points per head and feature level.
+            num_tokens: K, content queries per prompt.
             dim_proj: width of the (unused) language projections.
             enforce_input_proj: project features with a 1x1 conv + GN even when ``in_channels == hidden_dim``.
             noise_scale: training-time anchor jitter (``DN_NOISE_SCALE``); 0 disables it.
@@ -81,7 +81,7 @@ class InteractiveDecoder(nn.Module):
         super().__init__()
         self.hidden_dim = hidden_dim
         self.num_feature_levels = num_feature_levels
-        self.num_mask_tokens = num_mask_tokens
+        self.num_tokens = num_tokens
         self.num_layers = dec_layers
         self.noise_scale = noise_scale
         self.point_noise_factor = point_noise_factor
@@ -117,7 +117,7 @@ class InteractiveDecoder(nn.Module):
         self.decoder.bbox_embed = self.bbox_embed
 
         self.iou_prediction_head = MLP(hidden_dim, hidden_dim, 1, 3)
-        self.mask_tokens = nn.Embedding(num_mask_tokens, hidden_dim)
+        self.mask_tokens = nn.Embedding(num_tokens, hidden_dim)  # the K tokens (reference's state-dict name)
         self.pb_embedding = nn.Embedding(2, hidden_dim)
         self.label_enc = nn.Embedding(2, hidden_dim)
 
@@ -152,7 +152,7 @@ class InteractiveDecoder(nn.Module):
             "dropout": dec.DROPOUT,
             "num_feature_levels": dec.TOTAL_NUM_FEATURE_LEVELS,
             "dec_n_points": dec.DEC_N_POINTS,
-            "num_mask_tokens": dec.NUM_INTERACTIVE_TOKENS,
+            "num_tokens": dec.NUM_INTERACTIVE_TOKENS,
             "dim_proj": cfg.MODEL.DIM_PROJ,
             "enforce_input_proj": dec.ENFORCE_INPUT_PROJ,
             "noise_scale": dec.DN_NOISE_SCALE,
@@ -167,8 +167,8 @@ class InteractiveDecoder(nn.Module):
             multi_scale_features: L_f tensors (B, C_in, H_l, W_l) at strides 8, 16, 32, 64.
 
         Returns:
-            ``(memory (B, S, C), spatial_shapes (L_f, 2) int64 (H, W), level_start_index (L_f,))``,
-            levels in the order strides 64, 32, 16, 8.
+            ``(memory (B, S, C), spatial_shapes (L_f, 2) int64 (H, W), feature_level_start_index (L_f,))``,
+            feature levels in the order strides 64, 32, 16, 8.
         """
         if len(multi_scale_features) != self.num_feature_levels:
             raise ValueError(
@@ -181,24 +181,24 @@ class InteractiveDecoder(nn.Module):
             flat.append(x.flatten(2).transpose(1, 2))
         memory = torch.cat(flat, dim=1)
         spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=memory.device)
-        level_start_index = torch.cat(
+        feature_level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
-        return memory, spatial_shapes, level_start_index
+        return memory, spatial_shapes, feature_level_start_index
 
     def precompute_memory(self, multi_scale_features: Sequence[Tensor]) -> dict:
         """Everything the decoder derives from the image alone, to reuse across prompt batches.
 
         Returns:
-            ``{"memory": (B, S, C), "spatial_shapes": (L_f, 2), "level_start_index": (L_f,),
+            ``{"memory": (B, S, C), "spatial_shapes": (L_f, 2), "feature_level_start_index": (L_f,),
             "values": [L x (B, S, C)]}`` (each layer's projected cross-attention values; about
             ``L * S * C`` floats, e.g. 106 MB for SwinT at 640 x 853).
         """
-        memory, spatial_shapes, level_start_index = self.flatten_memory(multi_scale_features)
+        memory, spatial_shapes, feature_level_start_index = self.flatten_memory(multi_scale_features)
         return {
             "memory": memory,
             "spatial_shapes": spatial_shapes,
-            "level_start_index": level_start_index,
+            "feature_level_start_index": feature_level_start_index,
             "values": self.decoder.project_memory(memory),
         }
 
@@ -223,7 +223,7 @@ class InteractiveDecoder(nn.Module):
         out = self.decoder_norm(hs)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(out), mask_features)
         boxes = (self._bbox_embed(out) + inverse_sigmoid(reference)).sigmoid()
-        ious = self.iou_prediction_head(out).view(out.shape[0], num_prompts, self.num_mask_tokens)
+        ious = self.iou_prediction_head(out).view(out.shape[0], num_prompts, self.num_tokens)
         return {"pred_masks": masks, "pred_boxes": boxes, "pred_ious": ious}
 
     def forward(
@@ -264,11 +264,11 @@ class InteractiveDecoder(nn.Module):
         self._check_inputs(boxes, pb, attn_mask, mask_features)
         b, n, _ = boxes.shape
         if memory_cache is None:
-            memory, spatial_shapes, level_start_index = self.flatten_memory(multi_scale_features)
+            memory, spatial_shapes, feature_level_start_index = self.flatten_memory(multi_scale_features)
             values = None
         else:
             memory, spatial_shapes = memory_cache["memory"], memory_cache["spatial_shapes"]
-            level_start_index, values = memory_cache["level_start_index"], memory_cache["values"]
+            feature_level_start_index, values = memory_cache["feature_level_start_index"], memory_cache["values"]
         if memory.shape[0] != b:
             raise ValueError(f"features have batch size {memory.shape[0]} but boxes have {b}")
 
@@ -277,15 +277,15 @@ class InteractiveDecoder(nn.Module):
                 boxes, self.noise_scale, num_point_prompts, self.point_noise_factor, anchor_noise
             )
         tgt = content_queries(self.label_enc, self.pb_embedding, self.mask_tokens, pb)
-        refpoints_unsigmoid = anchor_queries(boxes, self.num_mask_tokens)
-        tgt_mask = self_attn_mask(attn_mask, n, self.num_mask_tokens, boxes.device)
+        refpoints_unsigmoid = anchor_queries(boxes, self.num_tokens)
+        tgt_mask = self_attn_mask(attn_mask, n, self.num_tokens, boxes.device)
 
         hs, references = self.decoder(
             tgt=tgt,
             refpoints_unsigmoid=refpoints_unsigmoid,
             memory=memory,
             spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index,
+            feature_level_start_index=feature_level_start_index,
             tgt_mask=tgt_mask,
             values=values,
         )

@@ -1,7 +1,7 @@
 """Building blocks of the query decoder: MLP, anchor sine embedding, deformable decoder layers.
 
 Shape shorthand: B = images, Q = queries (prompts x tokens), C = hidden dim, L = feature levels,
-S = flattened memory tokens (sum over levels of H_l * W_l).
+S = flattened memory positions (sum over feature levels of H_l * W_l).
 
 All tensors are batch-first. Anchors ("reference boxes") are normalized cxcywh in [0, 1] of the
 padded image frame.
@@ -82,12 +82,12 @@ class DeformableDecoderLayer(nn.Module):
         d_model: int = 256,
         d_ffn: int = 2048,
         dropout: float = 0.0,
-        n_levels: int = 4,
+        num_feature_levels: int = 4,
         n_heads: int = 8,
         n_points: int = 4,
     ) -> None:
         super().__init__()
-        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.cross_attn = MSDeformAttn(d_model, num_feature_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
@@ -106,7 +106,7 @@ class DeformableDecoderLayer(nn.Module):
         reference_boxes: Tensor,
         memory: Tensor,
         spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        feature_level_start_index: Tensor,
         memory_padding_mask: Optional[Tensor] = None,
         self_attn_mask: Optional[Tensor] = None,
         value: Optional[Tensor] = None,
@@ -115,10 +115,10 @@ class DeformableDecoderLayer(nn.Module):
         Args:
             tgt: (B, Q, C) content queries.
             query_pos: (B, Q, C) positional queries.
-            reference_boxes: (B, Q, L, 4) anchors per level (cxcywh, normalized).
+            reference_boxes: (B, Q, L, 4) anchors per feature level (cxcywh, normalized).
             memory: (B, S, C) flattened multi-scale features.
-            spatial_shapes: (L, 2) int64 (H_l, W_l) of the memory levels.
-            level_start_index: (L,) start of each level in S.
+            spatial_shapes: (L, 2) int64 (H_l, W_l) of the memory's feature levels.
+            feature_level_start_index: (L,) start of each feature level in S.
             memory_padding_mask: (B, S) bool, True = padding, or None.
             self_attn_mask: (Q, Q) or (B * n_heads, Q, Q) bool, True = may not attend; None = no mask.
             value: (B, S, C) ``self.project_memory(memory)`` computed beforehand (it depends only on the
@@ -135,7 +135,7 @@ class DeformableDecoderLayer(nn.Module):
                 reference_boxes.float(),
                 memory.float(),
                 spatial_shapes,
-                level_start_index,
+                feature_level_start_index,
                 memory_padding_mask,
                 self_attn_mask,
                 None if value is None else value.float(),
@@ -153,7 +153,7 @@ class DeformableDecoderLayer(nn.Module):
         reference_boxes: Tensor,
         memory: Tensor,
         spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        feature_level_start_index: Tensor,
         memory_padding_mask: Optional[Tensor],
         self_attn_mask: Optional[Tensor],
         value: Optional[Tensor],
@@ -164,10 +164,17 @@ class DeformableDecoderLayer(nn.Module):
 
         if value is None:
             tgt2 = self.cross_attn(
-                tgt + query_pos, reference_boxes, memory, spatial_shapes, level_start_index, memory_padding_mask
+                tgt + query_pos,
+                reference_boxes,
+                memory,
+                spatial_shapes,
+                feature_level_start_index,
+                memory_padding_mask,
             )
         else:
-            tgt2 = self.cross_attn.attend(tgt + query_pos, reference_boxes, value, spatial_shapes, level_start_index)
+            tgt2 = self.cross_attn.attend(
+                tgt + query_pos, reference_boxes, value, spatial_shapes, feature_level_start_index
+            )
         tgt = self.norm1(tgt + self.dropout1(tgt2))
 
         tgt2 = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
@@ -211,7 +218,7 @@ class DeformableTransformerDecoder(nn.Module):
         refpoints_unsigmoid: Tensor,
         memory: Tensor,
         spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        feature_level_start_index: Tensor,
         memory_padding_mask: Optional[Tensor] = None,
         tgt_mask: Optional[Tensor] = None,
         values: Optional[Sequence[Tensor]] = None,
@@ -220,7 +227,8 @@ class DeformableTransformerDecoder(nn.Module):
         Args:
             tgt: (B, Q, C) initial content queries.
             refpoints_unsigmoid: (B, Q, 4) initial anchors before the sigmoid.
-            memory, spatial_shapes, level_start_index, memory_padding_mask: see :class:`DeformableDecoderLayer`.
+            memory, spatial_shapes, feature_level_start_index, memory_padding_mask: see
+                :class:`DeformableDecoderLayer`.
             tgt_mask: (Q, Q) bool self-attention mask (True = blocked) or None.
             values: per layer, the memory's projected values (:meth:`project_memory`), or None.
 
@@ -229,22 +237,22 @@ class DeformableTransformerDecoder(nn.Module):
             ``references`` is a list of ``num_layers + 1`` tensors (B, Q, 4): the sigmoid anchors before
             each layer and the refined anchor after the last one (not detached, for the box loss).
         """
-        num_levels = spatial_shapes.shape[0]
+        num_feature_levels = spatial_shapes.shape[0]
         output = tgt
         reference = refpoints_unsigmoid.sigmoid()
         references = [reference]
         hs = []
         for layer_id, layer in enumerate(self.layers):
-            # valid ratios are all 1 (no padding mask is used), so the per-level anchors are equal
-            reference_per_level = reference[:, :, None, :].expand(-1, -1, num_levels, -1)
+            # valid ratios are all 1 (no padding mask is used), so the per-feature-level anchors are equal
+            reference_per_feature_level = reference[:, :, None, :].expand(-1, -1, num_feature_levels, -1)
             query_pos = self.ref_point_head(anchor_sine_embedding(reference, self.d_model // 2))
             output = layer(
                 output,
                 query_pos,
-                reference_per_level,
+                reference_per_feature_level,
                 memory,
                 spatial_shapes,
-                level_start_index,
+                feature_level_start_index,
                 memory_padding_mask,
                 tgt_mask,
                 None if values is None else values[layer_id],

@@ -220,7 +220,7 @@ def check_pixel_prompts(
     return points, boxes
 
 
-def check_token_indices(tokens: Sequence[int] | None, num_tokens: int, name: str = "levels") -> list[int]:
+def check_token_indices(tokens: Sequence[int] | None, num_tokens: int, name: str = "tokens") -> list[int]:
     """Token indices into a prompt's K outputs (None = all K in order), checked to lie in [0, K)."""
     if tokens is None:
         return list(range(num_tokens))

@@ -1,6 +1,6 @@
 """Encoder-only deformable transformer over multi-scale feature maps (Deformable DETR's encoder).
 
-Shape shorthand: B = batch, L = feature levels, S = sum over levels of H_l * W_l tokens,
+Shape shorthand: B = batch, L = feature levels, S = sum over feature levels of H_l * W_l positions,
 d = model width.
 """
 
@@ -33,12 +33,12 @@ class DeformableEncoderLayer(nn.Module):
         d_model: int = 256,
         d_ffn: int = 1024,
         dropout: float = 0.1,
-        n_levels: int = 4,
+        num_feature_levels: int = 4,
         n_heads: int = 8,
         n_points: int = 4,
     ):
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.self_attn = MSDeformAttn(d_model, num_feature_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -53,21 +53,24 @@ class DeformableEncoderLayer(nn.Module):
         pos: Tensor,
         reference_points: Tensor,
         spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        feature_level_start_index: Tensor,
         padding_mask: Tensor | None = None,
     ) -> Tensor:
         """
         Args:
-            src: (B, S, d) tokens of all levels; pos: (B, S, d) their position + level embedding.
-            reference_points: (B, S, L, 2) normalized (x, y) of each token on every level.
-            spatial_shapes: (L, 2) int64 (H_l, W_l); level_start_index: (L,) int64.
+            src: (B, S, d) positions of all feature levels; pos: (B, S, d) their position + feature-level
+                embedding.
+            reference_points: (B, S, L, 2) normalized (x, y) of each position on every feature level.
+            spatial_shapes: (L, 2) int64 (H_l, W_l); feature_level_start_index: (L,) int64.
             padding_mask: (B, S) bool, True = padding, or None.
 
         Returns:
             (B, S, d).
         """
         if self.training:
-            attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+            attn = self.self_attn(
+                src + pos, reference_points, src, spatial_shapes, feature_level_start_index, padding_mask
+            )
             src = self.norm1(src + self.dropout1(attn))
             ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
             return self.norm2(src + self.dropout3(ffn))
@@ -75,7 +78,9 @@ class DeformableEncoderLayer(nn.Module):
         device = src.device.type
         if torch.is_grad_enabled() or device != "cpu" or src.shape[1] <= block or torch.is_autocast_enabled(device):
             # (under autocast, blocks would re-cast every weight per block: only the FFN tail is blocked)
-            attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+            attn = self.self_attn(
+                src + pos, reference_points, src, spatial_shapes, feature_level_start_index, padding_mask
+            )
             return rowwise_in_chunks(self._add_norm_ffn, attn.float().add_(src), self.linear1.out_features)
         # Inference on CPU: everything but the value projection is row-wise, so the layer runs in
         # blocks of query rows (see row_chunks): same numbers, fewer large temporaries.
@@ -84,7 +89,11 @@ class DeformableEncoderLayer(nn.Module):
         for start in range(0, src.shape[1], block):
             rows = slice(start, start + block)
             attn = self.self_attn.attend(
-                src[:, rows] + pos[:, rows], reference_points[:, rows], value, spatial_shapes, level_start_index
+                src[:, rows] + pos[:, rows],
+                reference_points[:, rows],
+                value,
+                spatial_shapes,
+                feature_level_start_index,
             )
             out[:, rows] = self._add_norm_ffn(attn.float().add_(src[:, rows]))
         return out
@@ -98,10 +107,10 @@ class DeformableEncoderLayer(nn.Module):
 def encoder_reference_points(
     spatial_shapes: Sequence[tuple[int, int]], device: torch.device, batch_size: int = 1
 ) -> Tensor:
-    """Pixel centres of every level, normalized to [0, 1] (valid ratios 1: no padding masks).
+    """Pixel centres of every feature level, normalized to [0, 1] (valid ratios 1: no padding masks).
 
     Returns:
-        (B, S, L, 2) (x, y), the same point repeated for each of the L levels.
+        (B, S, L, 2) (x, y), the same point repeated for each of the L feature levels.
     """
     points = []
     for h, w in spatial_shapes:
@@ -129,7 +138,7 @@ class DeformableEncoder(nn.Module):
         pos: Tensor,
         reference_points: Tensor,
         spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        feature_level_start_index: Tensor,
         padding_mask: Tensor | None = None,
     ) -> Tensor:
         """Same arguments as :meth:`DeformableEncoderLayer.forward`; returns (B, S, d)."""
@@ -142,28 +151,28 @@ class DeformableEncoder(nn.Module):
                     pos,
                     reference_points,
                     spatial_shapes,
-                    level_start_index,
+                    feature_level_start_index,
                     padding_mask,
                     use_reentrant=False,
                 )
             else:
                 out = layer(
-                    out, pos, reference_points, spatial_shapes, level_start_index, padding_mask
+                    out, pos, reference_points, spatial_shapes, feature_level_start_index, padding_mask
                 )
         return out
 
 
 class DeformableEncoderOnly(nn.Module):
-    """Flattens L feature maps, adds level embeddings to their positions, runs the encoder.
+    """Flattens L feature maps, adds feature-level embeddings to their positions, runs the encoder.
 
     Args:
-        d_model: token width d.
+        d_model: model width d.
         nhead: attention heads.
         num_encoder_layers: encoder depth.
         dim_feedforward: FFN hidden width.
         dropout: dropout in attention output and FFN.
         num_feature_levels: L.
-        enc_n_points: sampling points per head and level.
+        enc_n_points: sampling points per head and feature level.
         use_checkpoint: activation checkpointing of each layer while training.
     """
 
@@ -188,6 +197,7 @@ class DeformableEncoderOnly(nn.Module):
             ],
             use_checkpoint,
         )
+        # one embedding per feature level (the reference's parameter name, a state-dict key)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self._reset_parameters()
 
@@ -209,11 +219,11 @@ class DeformableEncoderOnly(nn.Module):
             pos_embeds: L position embeddings (B or 1, d, H_l, W_l).
 
         Returns:
-            memory (B, S, d), spatial_shapes (L, 2) int64 (H_l, W_l), level_start_index (L,) int64.
+            memory (B, S, d), spatial_shapes (L, 2) int64 (H_l, W_l), feature_level_start_index (L,) int64.
         """
         if len(srcs) != self.level_embed.shape[0] or len(pos_embeds) != len(srcs):
             raise ValueError(
-                f"deformable encoder expects {self.level_embed.shape[0]} levels, "
+                f"deformable encoder expects {self.level_embed.shape[0]} feature levels, "
                 f"got {len(srcs)} maps "
                 f"and {len(pos_embeds)} position embeddings"
             )
@@ -222,18 +232,18 @@ class DeformableEncoderOnly(nn.Module):
         src_flatten = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pos_flatten = torch.cat(
             [
-                p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
-                for lvl, p in enumerate(pos_embeds)
+                p.flatten(2).transpose(1, 2) + self.level_embed[feature_level].view(1, 1, -1)
+                for feature_level, p in enumerate(pos_embeds)
             ],
             1,
         ).expand(b, -1, -1)
         device = src_flatten.device
         spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
-        level_start_index = torch.cat(
+        feature_level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
         reference_points = encoder_reference_points(shapes, device, b)
         memory = self.encoder(
-            src_flatten, pos_flatten, reference_points, spatial_shapes, level_start_index
+            src_flatten, pos_flatten, reference_points, spatial_shapes, feature_level_start_index
         )
-        return memory, spatial_shapes, level_start_index
+        return memory, spatial_shapes, feature_level_start_index

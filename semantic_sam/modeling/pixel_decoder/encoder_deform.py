@@ -4,7 +4,7 @@ From backbone features res2..res5 it produces
 * ``multi_scale_features``: 4 maps of d channels at strides 8, 16, 32, 64 (res3, res4, res5
   projected and refined by the deformable encoder; stride 64 is a 3x3 stride-2 conv of res5);
 * ``mask_features``: d' channels at stride 4,
-  ``mask_features(layer_1(adapter_1(res2) + upsample(stride-8 level)))``.
+  ``mask_features(layer_1(adapter_1(res2) + upsample(stride-8 feature level)))``.
 
 Shape shorthand: B = batch, d = ``conv_dim``, H, W = padded image size.
 """
@@ -41,18 +41,18 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_nheads: attention heads of the encoder.
         transformer_dim_feedforward: FFN width of the encoder.
         transformer_enc_layers: encoder depth.
-        conv_dim: width d of every level.
+        conv_dim: width d of every feature level.
         mask_dim: channels of ``mask_features``.
         norm: detectron2 norm name of the FPN convs ("GN" = GroupNorm(32, d)); the input
             projections always use GroupNorm(32, d).
         transformer_in_features: backbone features fed to the encoder (res3, res4, res5).
         common_stride: stride of ``mask_features`` (4).
-        total_num_feature_levels: encoder levels; the ones beyond ``transformer_in_features`` are
-            made by 3x3 stride-2 convs on the coarsest feature.
-        feature_order: level order; only "low2high" (the reference's value, which orders the
-            encoder levels from stride 8 to 64) is supported.
+        total_num_feature_levels: encoder feature levels; the ones beyond ``transformer_in_features``
+            are made by 3x3 stride-2 convs on the coarsest feature.
+        feature_order: feature-level order; only "low2high" (the reference's value, which orders the
+            encoder feature levels from stride 8 to 64) is supported.
         use_checkpoint: activation checkpointing of the encoder layers while training.
-        enc_n_points: deformable sampling points per head and level.
+        enc_n_points: deformable sampling points per head and feature level.
     """
 
     @configurable
@@ -90,7 +90,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             raise ValueError(
                 f"MODEL.ENCODER.CONVS_DIM={conv_dim} must be a multiple of 32 (GroupNorm(32, d))"
             )
-        # High resolution first: encoder level l has stride 8 * 2**l.
+        # High resolution first: encoder feature level l has stride 8 * 2**l.
         enc_shapes = sorted(
             ((k, input_shape[k]) for k in transformer_in_features), key=lambda kv: kv[1].stride
         )
@@ -136,11 +136,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=1, stride=1, padding=0)
         weight_init.c2_xavier_fill(self.mask_features)
 
-        # FPN from the finest encoder level (stride 8) down to common_stride, finest feature first:
+        # FPN from the finest encoder feature level (stride 8) down to common_stride, finest feature first:
         # adapter_1 / layer_1 work on the highest-resolution backbone feature.
         finest_enc_stride = enc_shapes[0][1].stride
-        self.num_fpn_levels = max(int(math.log2(finest_enc_stride) - math.log2(common_stride)), 0)
-        fpn_shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)[: self.num_fpn_levels]
+        self.num_fpn_feature_levels = max(int(math.log2(finest_enc_stride) - math.log2(common_stride)), 0)
+        fpn_shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)[: self.num_fpn_feature_levels]
         self.fpn_in_features = [k for k, _ in fpn_shapes]
         use_bias = not norm
         for i, (_, shape) in enumerate(fpn_shapes):
@@ -225,17 +225,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self, features: Mapping[str, Tensor], fpn_dtype: torch.dtype | None = None
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         srcs, pos = [], []
-        for lvl, name in enumerate(self.transformer_in_features):
+        for feature_level, name in enumerate(self.transformer_in_features):
             x = features[name]
-            srcs.append(self.input_proj[lvl](x))
+            srcs.append(self.input_proj[feature_level](x))
             pos.append(self.pe_layer(x))
         last = features[self.transformer_in_features[-1]]
-        for lvl in range(len(srcs), self.total_num_feature_levels):
-            last = self.input_proj[lvl](last)
+        for feature_level in range(len(srcs), self.total_num_feature_levels):
+            last = self.input_proj[feature_level](last)
             srcs.append(last)
             pos.append(self.pe_layer(last))
 
-        memory, spatial_shapes, level_start_index = self.transformer(srcs, pos)
+        memory, spatial_shapes, feature_level_start_index = self.transformer(srcs, pos)
         b = memory.shape[0]
         sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
         outs = [
@@ -248,7 +248,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             low = fpn_dtype if memory.device.type == "cpu" else None
             return self._fpn_inference(features, outs[0], low), outs[0], multi_scale_features
         fpn = outs[0].contiguous()  # bilinear upsampling is ~4x faster on a contiguous map
-        for i in reversed(range(self.num_fpn_levels)):
+        for i in reversed(range(self.num_fpn_feature_levels)):
             lateral = getattr(self, f"adapter_{i + 1}")(features[self.fpn_in_features[i]])
             up = F.interpolate(fpn, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             fpn = getattr(self, f"layer_{i + 1}")(lateral + up)
@@ -266,7 +266,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         with contextlib.nullcontext() if dtype is None else no_autocast:
             # contiguous: bilinear upsampling is ~4x faster than on the strided encoder output
             fpn = top.to(dtype or top.dtype).contiguous(memory_format=fmt)
-            for i in reversed(range(self.num_fpn_levels)):
+            for i in reversed(range(self.num_fpn_feature_levels)):
                 x = features[self.fpn_in_features[i]]
                 if dtype is not None:
                     x = x.to(dtype).contiguous(memory_format=fmt)
