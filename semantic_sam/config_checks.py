@@ -34,6 +34,8 @@ WARMUP_METHODS = ("constant", "linear")
 # semantic_sam.solver.build_optimizer (compared upper-cased).
 OPTIMIZERS = ("ADAMW", "SGD")
 CLIP_TYPES = ("full_model", "value", "norm")
+# semantic_sam.modeling.language.build (noencoder: no text encoder, the released configs).
+TEXT_ARCHS = ("noencoder", "unicl", "open_clip")
 # semantic_sam.modeling.criterion.IOU_TARGETS, semantic_sam.evaluation.click_simulation.CLICK_METHODS and
 # semantic_sam.evaluation.interactive_evaluator.EVAL_PRECISIONS (not imported: loading a config must not
 # import the model; tests/test_config.py and tests/evaluation keep them equal).
@@ -73,6 +75,7 @@ def check_config(cfg: Mapping, sources: Mapping[str, str] | None = None) -> None
     if model["BACKBONE"]["NAME"] == "swin":
         _check_swin(c)
     _check_decoder_sizes(c)
+    c.one_of("MODEL.TEXT.ARCH", TEXT_ARCHS, " (the reference's vlpencoder is unicl here)")
     if model["ENCODER"]["NAME"] == "encoder_deform":
         _check_pixel_decoder(c, swin=model["BACKBONE"]["NAME"] == "swin")
     if model["DECODER"]["NAME"] == "interactive_mask_dino":

@@ -415,3 +415,8 @@ def test_config_error_is_a_user_error():
     from semantic_sam.errors import UserError
 
     assert issubclass(ConfigError, UserError) and issubclass(ConfigError, ValueError)
+
+
+def test_unknown_text_encoder_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"MODEL.TEXT.ARCH.*'vlpencoder'.*vlpencoder is unicl"):
+        load_config(os.path.join(ROOT, "configs", "semantic_sam_tiny_cpu.yaml"), ["MODEL.TEXT.ARCH=vlpencoder"])
