@@ -350,7 +350,6 @@ def run_parity(directory: str) -> ParityChecker:
     from semantic_sam.build import build_model
     from semantic_sam.checkpoint import load_checkpoint
     from semantic_sam.config import load_config
-    from semantic_sam.utils.box_ops import masks_to_boxes
 
     golden = load_golden(directory)
     require_entries(golden, REQUIRED_ENTRIES, os.path.join(directory, "golden.pt"))
@@ -359,14 +358,41 @@ def run_parity(directory: str) -> ParityChecker:
     cfg = load_config(_find_one(directory, "*.yaml"))
     model = build_model(cfg, device="cpu").eval()
     load_checkpoint(model, _find_one(directory, "*.pth"), strict=True)
-    predictor = model.sem_seg_head.predictor
-    k = model.num_tokens
-
-    # ---- inputs and features -------------------------------------------------------------------
     image = torch.from_numpy(np.asarray(Image.open(os.path.join(directory, "image.png")).convert("RGB")).copy())
     image = image.permute(2, 0, 1).contiguous()
+    _check_inputs(golden, tuple(image.shape[-2:]), model.num_tokens)
+    case = _Case(model, image, *_check_features(chk, model, image))
+    _check_eval_direct(chk, case)
+    _check_eval_full(chk, case, seed, seed_source)
+    _check_demo(chk, case)
+    return chk
+
+
+@dataclass
+class _Case:
+    """What every path of a parity case shares: the model, the image (3, H, W) uint8, its encoded
+    features and the image and padded sizes (H, W)."""
+
+    model: torch.nn.Module
+    image: torch.Tensor
+    features: dict
+    image_size: tuple[int, int]
+    padded_size: tuple[int, int]
+
+    def decode(self, chk: ParityChecker, prefix: str, boxes: torch.Tensor, attn_mask: str) -> None:
+        """Decode ``boxes`` (N, 4) as one image's prompts and compare the decoder's tensors."""
+        pb = torch.zeros(1, boxes.shape[0])
+        predictor = self.model.sem_seg_head.predictor
+        with torch.no_grad():
+            out, cap = _capture_decoder(
+                predictor, lambda: self.model.decode_prompts(self.features, boxes[None], pb, attn_mask)
+            )
+        _compare_decoder(chk, prefix, out, cap)
+
+
+def _check_features(chk: ParityChecker, model, image: torch.Tensor) -> tuple[dict, tuple, tuple]:
+    """Inputs, backbone and pixel-decoder features; returns (features, image size, padded size)."""
     h, w = image.shape[-2:]
-    _check_inputs(golden, (h, w), k)
     chk.compare("input.image", image, note="image.png")
     with torch.no_grad():
         images = model.preprocess_image([image])
@@ -387,24 +413,28 @@ def run_parity(directory: str) -> ParityChecker:
         for i, f in enumerate(multi_scale):
             chk.compare(f"features.pixel_decoder.multi_scale_features.{i}", f)
         features = model.encode_image(images)
-    image_size, padded_size = (h, w), (hp, wp)
+    return features, (h, w), (hp, wp)
 
-    # ---- eval_direct: the recorded clicks, in GT order -------------------------------------------
-    clicks = golden["eval_direct.clicks_xy"]
-    gt_masks = golden["eval_full.gt_masks"]
+
+def _check_eval_direct(chk: ParityChecker, case: _Case) -> None:
+    """The recorded evaluation clicks, in GT order."""
+    model, image_size = case.model, case.image_size
+    clicks = chk.golden["eval_direct.clicks_xy"]
     chk.mark("eval_full.gt_masks", "ok", "input (GT masks)")
-    n = clicks.shape[0]
-    boxes = model.point_to_box(clicks.float(), image_size, padded_size, "eval")
+    boxes = model.point_to_box(clicks.float(), image_size, case.padded_size, "eval")
     chk.compare("eval_direct.points_image_frame", model.point_to_box(clicks.float(), image_size, image_size, "eval"))
     chk.compare("eval_direct.points_padded_frame", boxes)
-    pb = torch.zeros(1, n)
-    chk.compare("eval_direct.pb", pb[0])
-    with torch.no_grad():
-        out, cap = _capture_decoder(predictor, lambda: model.decode_prompts(features, boxes[None], pb, "block"))
-    _compare_decoder(chk, "eval_direct", out, cap)
-    _compare_eval_outputs(chk, model, "eval_direct", image, clicks, k, gt_masks=None)
+    chk.compare("eval_direct.pb", torch.zeros(clicks.shape[0]))
+    case.decode(chk, "eval_direct", boxes, "block")
+    _compare_eval_outputs(chk, model, "eval_direct", case.image, clicks, model.num_tokens, gt_masks=None)
 
-    # ---- eval_full: the COCO interactive evaluation order and clicks --------------------------
+
+def _check_eval_full(chk: ParityChecker, case: _Case, seed: Optional[int], seed_source: str) -> None:
+    """The COCO interactive evaluation: click order from the seed, clicks from the kornia transform."""
+    from semantic_sam.utils.box_ops import masks_to_boxes
+
+    golden, model = chk.golden, case.model
+    gt_masks = golden["eval_full.gt_masks"]
     if seed is None:
         order = golden["eval_full.click_gt_index"].long()
         chk.mark("eval_full.click_gt_index", "WARN", f"input: recorded order used, not recomputed ({seed_source})")
@@ -421,41 +451,36 @@ def run_parity(directory: str) -> ParityChecker:
         chk.mark("eval_full.clicks_xy", "WARN", f"STORED clicks used, not recomputed: {why}")
     else:
         chk.compare("eval_full.clicks_xy", full_clicks, note="kornia distance transform")
-    inverse = torch.argsort(order)
-    chk.compare("eval_direct.clicks_xy", full_clicks[inverse], note="= eval_full clicks in GT order")
-    full_boxes = model.point_to_box(full_clicks.float(), image_size, padded_size, "eval")
+    chk.compare("eval_direct.clicks_xy", full_clicks[torch.argsort(order)], note="= eval_full clicks in GT order")
+    full_boxes = model.point_to_box(full_clicks.float(), case.image_size, case.padded_size, "eval")
     chk.compare("eval_full.points_padded_frame", full_boxes)
     chk.compare("eval_full.boxes_dn", full_boxes)
-    chk.compare("eval_full.pb", torch.zeros(n))
-    with torch.no_grad():
-        out, cap = _capture_decoder(predictor, lambda: model.decode_prompts(features, full_boxes[None], pb, "block"))
-    _compare_decoder(chk, "eval_full", out, cap)
-    _compare_eval_outputs(chk, model, "eval_full", image, full_clicks, k, gt_masks=gt_masks[order])
+    chk.compare("eval_full.pb", torch.zeros(full_clicks.shape[0]))
+    case.decode(chk, "eval_full", full_boxes, "block")
+    _compare_eval_outputs(chk, model, "eval_full", case.image, full_clicks, model.num_tokens, gt_masks=gt_masks[order])
 
-    # ---- demo: the recorded points as (x/W, y/H, 0.005, 0.005), no attention mask, demo.level ---------
-    # Pixels recovered in float64, so that integer clicks come back exactly.
+
+def _check_demo(chk: ParityChecker, case: _Case) -> None:
+    """The demo: the recorded points as (x/W, y/H, 0.005, 0.005), no attention mask, tokens demo.level.
+    Pixels are recovered in float64, so that integer clicks come back exactly."""
+    golden, model, image_size = chk.golden, case.model, case.image_size
+    h, w = image_size
     demo_points = golden["demo.points"]
     demo_clicks = (demo_points[:, :2].double() * torch.tensor([w, h], dtype=torch.float64)).float()
-    n_demo = demo_points.shape[0]
     tokens = [int(v) for v in golden["demo.level"]]
     chk.mark("demo.level", "ok", f"input: tokens {tokens}")
     chk.compare("demo.points", model.point_to_box(demo_clicks, image_size, image_size, "demo"),
                 note="input, through the demo convention")
-    chk.compare("demo.pb", torch.zeros(n_demo))
-    demo_boxes = model.point_to_box(demo_clicks, image_size, padded_size, "demo")
+    chk.compare("demo.pb", torch.zeros(demo_points.shape[0]))
+    demo_boxes = model.point_to_box(demo_clicks, image_size, case.padded_size, "demo")
     chk.compare("demo.points_padded_frame", demo_boxes)
-    demo_pb = torch.zeros(1, n_demo)
+    case.decode(chk, "demo", demo_boxes, "none")
     with torch.no_grad():
-        out, cap = _capture_decoder(
-            predictor, lambda: model.decode_prompts(features, demo_boxes[None], demo_pb, "none")
-        )
-        _compare_decoder(chk, "demo", out, cap)
         res = model.inference(
-            [{"image": image, "points": demo_clicks}], tokens=tokens, attn_mask="none", point_convention="demo"
+            [{"image": case.image, "points": demo_clicks}], tokens=tokens, attn_mask="none", point_convention="demo"
         )[0]
     chk.compare("demo.pred_masks", res["pred_masks"].flatten(0, 1))
     chk.compare("demo.pred_ious", res["pred_ious"][None])
-    return chk
 
 
 def _compare_eval_outputs(
