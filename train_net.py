@@ -293,8 +293,13 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def _launched_main(args):
     """``main`` in a launched process: a user error prints its one-line message and ends the
-    process with status 2, which :func:`invoke_main` passes on."""
-    return exit_on_user_error(main)(args)
+    process with status 2, which :func:`invoke_main` passes on. After a normal end the process
+    group is shut down (all processes together), so no communication thread outlives it."""
+    results = exit_on_user_error(main)(args)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        comm.synchronize()
+        torch.distributed.destroy_process_group()
+    return results
 
 
 @exit_on_user_error

@@ -21,6 +21,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from .config import ConfigError
+from .data.labelled_config import check_labelled_data_config
 
 __all__ = ["check_config"]
 
@@ -82,6 +83,7 @@ def check_config(cfg: Mapping, sources: Mapping[str, str] | None = None) -> None
         _check_query_decoder(c, encoder_deform=model["ENCODER"]["NAME"] == "encoder_deform")
     _check_losses(c)
     _check_input_and_data(c)
+    check_labelled_data_config(c)
     _check_test(c)
     _check_solver(c)
 
