@@ -293,12 +293,24 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def _launched_main(args):
     """``main`` in a launched process: a user error prints its one-line message and ends the
-    process with status 2, which :func:`invoke_main` passes on. After a normal end the process
-    group is shut down (all processes together), so no communication thread outlives it."""
-    results = exit_on_user_error(main)(args)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        comm.synchronize()
-        torch.distributed.destroy_process_group()
+    process with status 2, which :func:`invoke_main` passes on.
+
+    A process started by the launcher (more than one process) ends with ``os._exit`` once its work
+    is done and its logs are flushed: at a normal interpreter exit, the C++ teardown of torch's
+    communication and thread-pool objects sometimes aborts the process ("terminate called without
+    an active exception", seen in 2-process runs on CPU) after every result was written, and the
+    launcher would report the run as failed."""
+    try:
+        results, status = exit_on_user_error(main)(args), 0
+    except SystemExit as e:
+        results, status = None, e.code if isinstance(e.code, int) else 1
+    if comm.get_world_size() > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    if status:
+        sys.exit(status)
     return results
 
 
