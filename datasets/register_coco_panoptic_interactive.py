@@ -15,7 +15,6 @@ GT masks and clicks.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -23,6 +22,8 @@ from typing import Any
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from semantic_sam.utils.cli import UserError
+
+from .json_files import read_json_object
 
 __all__ = [
     "COCO_INTERACTIVE_VAL",
@@ -79,27 +80,7 @@ class PanopticJSONError(ValueError, UserError):
 
 
 def _read_panoptic_json(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise PanopticJSONError(f"{path}: cannot read the panoptic JSON ({e.strerror or e})") from None
-    if not raw.strip():
-        raise PanopticJSONError(f"{path}: the panoptic JSON is empty")
-    try:
-        data = json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise PanopticJSONError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise PanopticJSONError(
-            f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; truncated download?)"
-        ) from None
-    if not isinstance(data, dict):
-        raise PanopticJSONError(
-            f"{path}: not a COCO panoptic JSON (expected an object with 'images', 'annotations' and 'categories', "
-            f"got {type(data).__name__})"
-        )
-    return data
+    return read_json_object(path, PanopticJSONError, "panoptic JSON", "COCO panoptic JSON")
 
 
 def _items(data: dict, key: str, path: str, required: bool = True) -> list[dict]:

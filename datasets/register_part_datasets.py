@@ -39,7 +39,6 @@ class by name, so ``car:license plate`` is class 24 and object ``car`` is 5 in `
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -61,6 +60,7 @@ from semantic_sam.data.label_spaces import (
 )
 from semantic_sam.errors import UserError
 
+from .json_files import read_json_object
 from .register_coco_panoptic_interactive import dataset_root
 
 __all__ = [
@@ -112,27 +112,7 @@ _FIXED_SPACES: dict[str, Callable[[], LabelSpace]] = {
 
 # ------------------------------------------------------------------------------------------ JSON checks
 def _read_json(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise PartJSONError(f"{path}: cannot read the annotation JSON ({e.strerror or e})") from None
-    if not raw.strip():
-        raise PartJSONError(f"{path}: the annotation JSON is empty")
-    try:
-        data = json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise PartJSONError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise PartJSONError(
-            f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; truncated download?)"
-        ) from None
-    if not isinstance(data, dict):
-        raise PartJSONError(
-            f"{path}: not a COCO-style JSON (expected an object with 'images', 'annotations' and 'categories', "
-            f"got {type(data).__name__})"
-        )
-    return data
+    return read_json_object(path, PartJSONError, "annotation JSON", "COCO-style JSON")
 
 
 def _items(data: dict, key: str, path: str) -> list[dict]:
