@@ -19,6 +19,13 @@ that stores only one name of an alias group still loads: the other names are fil
 
 :func:`save_release_checkpoint` writes the released (flat, ``model.``-prefixed) format, which the
 reference's ``BaseModel.from_pretrained`` and this module both read.
+
+**Optional parts** (the text encoder). A model may name state-dict prefixes in its
+``optional_key_prefixes`` attribute (``SemanticSAM``: ``sem_seg_head.predictor.lang_encoder.`` when it has
+a text encoder). A checkpoint with *no* key under such a prefix (an SA-1B-only checkpoint, as released)
+still loads strictly: those model keys keep the values they have (the language weights loaded from
+``MODEL.TEXT.WEIGHTS``, or their initialisation) and are listed in ``report.kept``. A checkpoint with
+*some* keys under the prefix must have all of them, as for every other key.
 """
 from __future__ import annotations
 
@@ -93,6 +100,8 @@ class LoadReport:
         alias_filled: model keys filled from another name of the same shared tensor.
         alias_conflicts: alias groups whose names hold different values in the checkpoint.
         ignored_entries: top-level entries that are not part of the weights (``iteration``, ``optimizer``...).
+        kept: model keys of an optional part (see the module docstring) absent from the checkpoint: kept as they were.
+        kept_prefixes: the prefixes of those parts.
         applied: whether weights were copied into the model.
     """
 
@@ -106,6 +115,8 @@ class LoadReport:
     alias_filled: list[str] = field(default_factory=list)
     alias_conflicts: list[list[str]] = field(default_factory=list)
     ignored_entries: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    kept_prefixes: list[str] = field(default_factory=list)
     applied: bool = False
 
     @property
@@ -131,6 +142,11 @@ class LoadReport:
         if self.alias_conflicts:
             lines.append(f"  {len(self.alias_conflicts)} shared tensors stored with different values under:")
             lines += [f"    {' = '.join(g)}" for g in _abbreviate(self.alias_conflicts)]
+        if self.kept:
+            lines.append(
+                f"  {len(self.kept)} keys of optional parts ({', '.join(p + '*' for p in self.kept_prefixes)}) "
+                "not in the checkpoint, kept as they were"
+            )
         if self.ignored_entries:
             lines.append(f"  ignored non-weight entries: {', '.join(self.ignored_entries)}")
         return "\n".join(lines)
@@ -277,6 +293,13 @@ def apply_state_dict(model: nn.Module, state: dict[str, Tensor], report: LoadRep
             to_load[key] = value
     report.missing = [k for k in expected if k not in state]
     report.loaded = [k for k in expected if k in to_load]
+    for prefix in getattr(model, "optional_key_prefixes", ()):
+        if not any(k.startswith(prefix) for k in state):
+            kept = [k for k in report.missing if k.startswith(prefix)]
+            if kept:
+                report.kept += kept
+                report.kept_prefixes.append(prefix)
+            report.missing = [k for k in report.missing if not k.startswith(prefix)]
 
     if not report.ok:
         if strict:

@@ -42,15 +42,18 @@ from torch import Tensor
 from semantic_sam.config import ConfigError
 from semantic_sam.utils.random_draws import RandomSource, resolve_random_source
 
-from .losses import box_l1_loss, dice_loss, giou_loss, iou_score_loss, sigmoid_ce_loss
+from .losses import box_l1_loss, dice_loss, giou_loss, iou_score_loss, sigmoid_ce_loss, sigmoid_focal_loss
 from .matcher import ManyToManyMatcher
 from .point_sampling import point_sample, sample_binary_masks, sample_uncertain_points
 
-__all__ = ["LOSS_NAMES", "SemanticSamCriterion", "build_criterion", "check_criterion_options", "expand_weight_dict"]
+__all__ = ["CLASS_LOSS_NAMES", "LOSS_NAMES", "SemanticSamCriterion", "build_criterion", "check_criterion_options", "expand_weight_dict"]
 
 IOU_TARGETS = ("matched", "prompt")
+CLASS_LOSS_NORMALIZATIONS = ("reference", "num_masks")
 _COST_KEYS = ("COST_MASK_WEIGHT", "COST_DICE_WEIGHT", "COST_BOX_WEIGHT", "COST_GIOU_WEIGHT")
 LOSS_NAMES = ("loss_mask_bce", "loss_mask_dice", "iou_score_loss", "loss_bbox", "loss_giou")
+# Labelled clicks (many-to-one only): object and part class losses of each click's best output.
+CLASS_LOSS_NAMES = ("loss_mask_cls", "loss_mask_part_cls")
 
 
 def expand_weight_dict(base: Mapping[str, float], num_layers: int, deep_supervision: bool = True) -> Dict[str, float]:
@@ -73,7 +76,10 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-_WEIGHT_KEYS = ("MASK_WEIGHT", "DICE_WEIGHT", "BOX_WEIGHT", "GIOU_WEIGHT", "IOU_WEIGHT", *_COST_KEYS)
+_WEIGHT_KEYS = (
+    "MASK_WEIGHT", "DICE_WEIGHT", "BOX_WEIGHT", "GIOU_WEIGHT", "IOU_WEIGHT", "CLASS_WEIGHT", "PART_CLASS_WEIGHT",
+    *_COST_KEYS,
+)
 _FLAG_KEYS = ("MANY_TO_ONE", "DEEP_SUPERVISION", "DETACH_IOU_TARGET", "MATCH_EACH_LAYER")
 # The MODEL.DECODER keys that the criterion and its matcher read: key -> (value check, allowed values).
 _OPTIONS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
@@ -83,6 +89,11 @@ _OPTIONS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "NUM_INTERACTIVE_TOKENS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "DEC_LAYERS": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "IOU_TARGET": (lambda v: v in IOU_TARGETS, f"one of {', '.join(map(repr, IOU_TARGETS))}"),
+    "CLASS_LOSS_NORMALIZATION": (
+        lambda v: v in CLASS_LOSS_NORMALIZATIONS, f"one of {', '.join(map(repr, CLASS_LOSS_NORMALIZATIONS))}"
+    ),
+    "FOCAL_ALPHA": (lambda v: _is_number(v) and (0 <= v <= 1 or v == -1), "a number in [0, 1], or -1 (no alpha)"),
+    "FOCAL_GAMMA": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     **{key: (lambda v: isinstance(v, bool), "True or False") for key in _FLAG_KEYS},
     **{key: (lambda v: _is_number(v) and v >= 0, "a number >= 0 (a weight)") for key in _WEIGHT_KEYS},
 }
@@ -133,6 +144,10 @@ class SemanticSamCriterion:
         detach_iou_target: bool = False,
         match_each_layer: bool = False,
         iou_target: str = "matched",
+        class_losses: bool = False,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        class_loss_normalization: str = "reference",
     ):
         """
         Args:
@@ -150,9 +165,22 @@ class SemanticSamCriterion:
                 ``1 - dice`` against its GT; ``"prompt"``: every output of every prompt learns its
                 binary IoU with the GT mask the prompt was drawn from (``IOU_TARGET``, see
                 :meth:`_prompt_iou_errors`).
+            class_losses: labelled clicks: with ``labels`` given to :meth:`__call__`, also the sigmoid
+                focal losses ``loss_mask_cls`` (object) and ``loss_mask_part_cls`` (part) of each click's
+                best output (needs ``many_to_one``).
+            focal_alpha, focal_gamma: focal-loss parameters (0.25, 2).
+            class_loss_normalization: ``"reference"``: ``(Q / num_masks) * mean over clicks of the sum over
+                classes`` (Q = queries per image; the reference's many-to-one criterion, 6x the mask
+                losses' scale at 60 clicks); ``"num_masks"``: sum over clicks and classes / ``num_masks``.
         """
         if iou_target not in IOU_TARGETS:
             raise ValueError(f"MODEL.DECODER.IOU_TARGET must be one of {IOU_TARGETS}, got {iou_target!r}")
+        if class_loss_normalization not in CLASS_LOSS_NORMALIZATIONS:
+            raise ValueError(
+                f"class_loss_normalization must be one of {CLASS_LOSS_NORMALIZATIONS}, got {class_loss_normalization!r}"
+            )
+        if class_losses and not many_to_one:
+            raise ValueError("class losses are computed for many-to-one (labelled) clicks only")
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
         self.num_points = num_points
@@ -164,10 +192,17 @@ class SemanticSamCriterion:
         self.detach_iou_target = detach_iou_target
         self.match_each_layer = match_each_layer
         self.iou_target = iou_target
+        self.class_losses = class_losses
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.class_loss_normalization = class_loss_normalization
 
     @classmethod
-    def from_config(cls, cfg) -> Dict[str, Any]:
+    def from_config(cls, cfg, labelled: bool = False) -> Dict[str, Any]:
         """The criterion's and its matcher's options from ``cfg.MODEL.DECODER``, checked first.
+
+        ``labelled``: the criterion of labelled clicks (COCO, part datasets): many-to-one whatever
+        ``MANY_TO_ONE`` says, plus the class losses weighted by ``CLASS_WEIGHT`` and ``PART_CLASS_WEIGHT``.
 
         Raises:
             ConfigError: a value they cannot use (:func:`check_criterion_options`).
@@ -181,6 +216,8 @@ class SemanticSamCriterion:
             "loss_bbox": dec.BOX_WEIGHT,
             "loss_giou": dec.GIOU_WEIGHT,
         }
+        if labelled:
+            base.update(loss_mask_cls=dec.CLASS_WEIGHT, loss_mask_part_cls=dec.PART_CLASS_WEIGHT)
         return {
             "matcher": ManyToManyMatcher(cfg),
             "weight_dict": expand_weight_dict(base, dec.DEC_LAYERS, dec.DEEP_SUPERVISION),
@@ -188,11 +225,15 @@ class SemanticSamCriterion:
             "oversample_ratio": dec.OVERSAMPLE_RATIO,
             "importance_sample_ratio": dec.IMPORTANCE_SAMPLE_RATIO,
             "num_tokens": dec.NUM_INTERACTIVE_TOKENS,
-            "many_to_one": dec.MANY_TO_ONE,
+            "many_to_one": dec.MANY_TO_ONE or labelled,
             "deep_supervision": dec.DEEP_SUPERVISION,
             "detach_iou_target": dec.DETACH_IOU_TARGET,
             "match_each_layer": dec.MATCH_EACH_LAYER,
             "iou_target": dec.IOU_TARGET,
+            "class_losses": labelled,
+            "focal_alpha": dec.FOCAL_ALPHA,
+            "focal_gamma": dec.FOCAL_GAMMA,
+            "class_loss_normalization": dec.CLASS_LOSS_NORMALIZATION,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -203,6 +244,7 @@ class SemanticSamCriterion:
         rng: Optional[RandomSource] = None,
         generator: Optional[torch.Generator] = None,
         details: Optional[Dict[str, Any]] = None,
+        labels: Optional[List[Mapping[str, Tensor]]] = None,
     ) -> Dict[str, Tensor]:
         """Unweighted losses of all decoder layers.
 
@@ -219,10 +261,15 @@ class SemanticSamCriterion:
             details: if a dict is given, it is filled with ``indices`` (the matcher's assignment,
                 many-to-many), ``num_masks`` and per decoder layer ``layers[l]`` the per-pair
                 tensors (``point_coords``, ``point_labels``, ``point_logits``, ``bce``, ``dice``, ...).
+            labels: labelled clicks (a criterion built with ``class_losses``): per image
+                ``{"object": (N,) int64, "part": (N,) int64}``, each prompt's object and part class
+                (-1: none; that prompt gets no loss of that kind). The outputs then carry
+                ``pred_logits`` (B, Q, C_o) (and ``pred_logits_part`` (B, Q, C_p) for part data).
 
         Returns:
-            ``{f"{name}_{s}": scalar tensor}`` for the names in ``LOSS_NAMES``, s = 0 (last layer),
-            1 .. L-1 (aux layers 0 .. L-2), in that order.
+            ``{f"{name}_{s}": scalar tensor}`` for the names in ``LOSS_NAMES`` (then ``loss_mask_cls`` when
+            the outputs have ``pred_logits`` and ``loss_mask_part_cls`` when they have
+            ``pred_logits_part``, with ``labels``), s = 0 (last layer), 1 .. L-1 (aux layers 0 .. L-2).
         """
         pred_masks = outputs["pred_masks"]
         num_images, num_queries = pred_masks.shape[:2]
@@ -230,6 +277,11 @@ class SemanticSamCriterion:
             raise ValueError(f"{len(targets)} targets for a batch of {num_images} images")
         if num_queries % self.num_tokens:
             raise ValueError(f"{num_queries} queries is not a multiple of K = {self.num_tokens}")
+        if labels is not None:
+            if not self.class_losses:
+                raise ValueError("labels given to a criterion without class losses (build it with labelled=True)")
+            if len(labels) != num_images:
+                raise ValueError(f"{len(labels)} label sets for a batch of {num_images} images")
         rng = resolve_random_source(rng, generator)
         aux = list(outputs.get("aux_outputs") or [])
         # (suffix, decoder layer, outputs), last layer first as the reference.
@@ -259,7 +311,7 @@ class SemanticSamCriterion:
             layer_details: Optional[Dict[str, Tensor]] = {} if details is not None else None
             if self.many_to_one:
                 layer_losses = self._many_to_one_losses(
-                    layer_outputs, targets, num_masks, rng, layer_details, prompt_gts
+                    layer_outputs, targets, num_masks, rng, layer_details, prompt_gts, labels
                 )
             else:
                 layer_indices = indices
@@ -272,7 +324,8 @@ class SemanticSamCriterion:
                 )
             if details is not None:
                 details["layers"][layer] = layer_details
-            losses.update({f"{name}_{suffix}": layer_losses[name] for name in LOSS_NAMES})
+            losses.update({f"{name}_{suffix}": layer_losses[name] for name in (*LOSS_NAMES, *CLASS_LOSS_NAMES)
+                           if name in layer_losses})
         return losses
 
     # ------------------------------------------------------------------ shared pieces
@@ -357,11 +410,17 @@ class SemanticSamCriterion:
         return torch.cat(preds), torch.cat(errs)
 
     @staticmethod
-    def _zero_losses(outputs: Dict[str, Any]) -> Dict[str, Tensor]:
+    def _zero_losses(outputs: Dict[str, Any], labels: Optional[List[Mapping[str, Tensor]]] = None) -> Dict[str, Tensor]:
         """Zero losses that keep the outputs in the graph (an image batch without any target)."""
         mask_zero = outputs["pred_masks"].sum() * 0.0
         box_zero = outputs["pred_boxes"].sum() * 0.0
+        zeros = {}
+        if labels is not None:
+            for name, key in zip(CLASS_LOSS_NAMES, ("pred_logits", "pred_logits_part")):
+                if key in outputs:
+                    zeros[name] = outputs[key].sum() * 0.0
         return {
+            **zeros,
             "loss_mask_bce": mask_zero,
             "loss_mask_dice": mask_zero,
             "iou_score_loss": mask_zero + outputs["pred_ious"].sum() * 0.0,
@@ -431,6 +490,7 @@ class SemanticSamCriterion:
         rng: RandomSource,
         details: Optional[Dict[str, Tensor]],
         prompt_gts: Optional[List[Optional[Tuple[Tensor, Tensor]]]] = None,
+        labels: Optional[List[Mapping[str, Tensor]]] = None,
     ) -> Dict[str, Tensor]:
         pred_masks = outputs["pred_masks"]
         device = pred_masks.device
@@ -447,7 +507,7 @@ class SemanticSamCriterion:
         prompt_idx = torch.cat(prompt_idx)
         gt_of_prompt = torch.cat(gt_of_prompt)
         if len(prompt_idx) == 0:
-            return self._zero_losses(outputs)
+            return self._zero_losses(outputs, labels)
         tokens = torch.arange(k, device=device)
         batch_idx = batch_of_prompt.repeat_interleave(k)
         query_idx = (prompt_idx[:, None] * k + tokens[None, :]).flatten()
@@ -471,7 +531,39 @@ class SemanticSamCriterion:
         giou = pick(giou_loss(pred_boxes, gt_boxes))
         if details is not None:
             details.update(best_token=best, iou_pred=pred_ious, iou_sq_err=iou_err, l1=l1, giou_loss=giou)
-        return self._normalized_losses(bce_best, dice_best, iou_err, l1, giou, num_masks)
+        losses = self._normalized_losses(bce_best, dice_best, iou_err, l1, giou, num_masks)
+        if labels is not None:
+            best_query = prompt_idx * k + best
+            for name, logit_key, label_key in zip(CLASS_LOSS_NAMES, ("pred_logits", "pred_logits_part"), ("object", "part")):
+                if logit_key not in outputs:
+                    continue
+                logits = outputs[logit_key][batch_of_prompt, best_query]
+                classes = torch.cat(
+                    [labels[b][label_key].to(device)[prompt_idx[batch_of_prompt == b]] for b in range(len(targets))]
+                )
+                losses[name] = self._class_loss(logits, classes, outputs[logit_key].shape[1], num_masks)
+                if details is not None:
+                    details[f"{label_key}_logits"], details[f"{label_key}_classes"] = logits, classes
+        return losses
+
+    def _class_loss(self, logits: Tensor, classes: Tensor, num_queries: int, num_masks: float) -> Tensor:
+        """Sigmoid focal loss of the best outputs' logits (M, C) against their classes (M,) (-1: skipped).
+
+        ``"reference"`` normalisation: ``num_queries / num_masks * mean_j sum_c FL``; ``"num_masks"``:
+        ``sum_j sum_c FL / num_masks``.
+        """
+        valid = classes >= 0
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        logits = logits[valid].float()
+        classes = classes[valid]
+        if int(classes.max()) >= logits.shape[1]:
+            raise ValueError(f"class id {int(classes.max())} is out of range for {logits.shape[1]} class logits")
+        onehot = torch.zeros_like(logits).scatter_(1, classes[:, None], 1.0)
+        per_click = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma).sum(-1)
+        if self.class_loss_normalization == "reference":
+            return per_click.mean() * num_queries / num_masks
+        return per_click.sum() / num_masks
 
     def __repr__(self) -> str:
         mode = "many_to_one" if self.many_to_one else "many_to_many"
@@ -484,10 +576,11 @@ class SemanticSamCriterion:
         )
 
 
-def build_criterion(cfg) -> SemanticSamCriterion:
-    """The training criterion configured by ``cfg.MODEL.DECODER`` (many-to-one if ``MANY_TO_ONE``).
+def build_criterion(cfg, labelled: bool = False) -> SemanticSamCriterion:
+    """The training criterion configured by ``cfg.MODEL.DECODER`` (many-to-one if ``MANY_TO_ONE``);
+    ``labelled``: the many-to-one criterion with class losses for labelled clicks.
 
     Raises:
         ConfigError: an option the criterion or its matcher cannot use, named by its key.
     """
-    return SemanticSamCriterion(cfg)
+    return SemanticSamCriterion(cfg, labelled=labelled)

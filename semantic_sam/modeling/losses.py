@@ -25,6 +25,7 @@ __all__ = [
     "paired_generalized_box_iou",
     "pairwise_sigmoid_ce_cost",
     "pairwise_dice_cost",
+    "sigmoid_focal_loss",
 ]
 
 
@@ -39,6 +40,29 @@ def sigmoid_ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
         (M,) mean BCE of each pair.
     """
     return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
+
+
+def sigmoid_focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Elementwise sigmoid focal loss (Lin et al.), as Mask DINO and the reference's criteria.
+
+    ``FL = alpha_t * (1 - p_t) ** gamma * BCE(z, y)`` with ``p = sigmoid(z)``,
+    ``p_t = p y + (1 - p)(1 - y)``, ``alpha_t = alpha y + (1 - alpha)(1 - y)``; ``alpha < 0`` disables
+    the alpha weighting.
+
+    Args:
+        logits: (..., C) raw class logits.
+        labels: (..., C) float targets in {0, 1} (one-hot).
+
+    Returns:
+        (..., C) losses, not reduced.
+    """
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    p_t = prob * labels + (1 - prob) * (1 - labels)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * labels + (1 - alpha) * (1 - labels)) * loss
+    return loss
 
 
 def dice_loss(logits: Tensor, labels: Tensor) -> Tensor:

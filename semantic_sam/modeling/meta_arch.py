@@ -66,6 +66,8 @@ class SemanticSAM(nn.Module):
         train_box_prompts: bool = False,
         train_boxes_padded_frame: bool = False,
         noise_scale: float = 0.4,
+        labelled_criterion: Optional[Callable] = None,
+        text_cache_dir: Optional[str] = None,
     ) -> None:
         """
         Args:
@@ -82,6 +84,10 @@ class SemanticSAM(nn.Module):
                 (the reference normalizes by the image size; equal for 1024 x 1024 SA-1B crops).
             noise_scale: training anchor jitter (``DN_NOISE_SCALE``); its uniform draws are made with
                 the other target draws and applied by the decoder.
+            labelled_criterion: the criterion of labelled clicks (many-to-one with class losses), used
+                for the training inputs that carry a ``"vocabulary"``; same rules as ``criterion``.
+            text_cache_dir: on-disk cache of evaluation class embeddings (``MODEL.TEXT.CACHE_DIR``;
+                None: memory only).
         """
         super().__init__()
         self.backbone = backbone
@@ -98,10 +104,14 @@ class SemanticSAM(nn.Module):
         self.noise_scale = noise_scale
         # Plain attributes (not submodules): the criterion must not appear in the state dict.
         self.__dict__["_criterion"] = criterion
+        self.__dict__["_labelled_criterion"] = labelled_criterion
+        self.text_cache_dir = text_cache_dir or None
+        self.__dict__["_text_cache"] = None
 
     @classmethod
     def from_config(cls, cfg) -> dict:
         criterion = build_criterion(cfg)  # first: a bad criterion option fails before the parts are built
+        labelled_criterion = build_criterion(cfg, labelled=True)
         backbone = get_registered(BACKBONE, cfg.MODEL.BACKBONE.NAME, "MODEL.BACKBONE.NAME")(cfg)
         head = get_registered(HEAD, cfg.MODEL.HEAD, "MODEL.HEAD")(cfg, backbone.output_shape())
         return {
@@ -115,6 +125,8 @@ class SemanticSAM(nn.Module):
             "train_box_prompts": cfg.MODEL.DECODER.get("TRAIN_BOX_PROMPTS", False),
             "train_boxes_padded_frame": cfg.MODEL.DECODER.get("TRAIN_BOXES_PADDED_FRAME", False),
             "noise_scale": cfg.MODEL.DECODER.DN_NOISE_SCALE,
+            "labelled_criterion": labelled_criterion,
+            "text_cache_dir": cfg.MODEL.TEXT.CACHE_DIR,
         }
 
     @property
@@ -127,6 +139,62 @@ class SemanticSAM(nn.Module):
         if self._criterion is None:
             raise RuntimeError("SemanticSAM has no criterion: pass `criterion=` or build it from a config")
         return self._criterion
+
+    @property
+    def text_encoder(self) -> Optional[nn.Module]:
+        """The text encoder (``sem_seg_head.predictor.lang_encoder``), or None (``MODEL.TEXT.ARCH: noencoder``)."""
+        return getattr(self.sem_seg_head.predictor, "lang_encoder", None)
+
+    @property
+    def optional_key_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes a checkpoint may lack entirely (see :func:`semantic_sam.checkpoint.load_checkpoint`):
+        the text encoder's, so that an SA-1B-only checkpoint (the released ones) loads into a model whose
+        text encoder came from ``MODEL.TEXT.WEIGHTS``."""
+        return ("sem_seg_head.predictor.lang_encoder.",) if self.text_encoder is not None else ()
+
+    def class_embeddings(self, objects: Sequence[str], parts: Optional[Sequence[str]] = None) -> dict[str, Tensor]:
+        """Evaluation class embeddings of a vocabulary (every prompt template averaged, cached per name).
+
+        Args:
+            objects: C_o object class names.
+            parts: C_p part class names, or None / empty (no part logits).
+
+        Returns:
+            ``{"object": (C_o, D), "part": (C_p, D)}`` (``"part"`` only with parts), unit norm, no gradient.
+
+        Raises:
+            ValueError: the model has no text encoder. VocabularyError: an empty vocabulary or a bad name.
+        """
+        encoder = self.text_encoder
+        if encoder is None:
+            raise ValueError("this model has no text encoder (MODEL.TEXT.ARCH noencoder): it cannot name masks")
+        if self._text_cache is None or self._text_cache.encoder is not encoder:
+            from .language import TextEmbeddingCache
+
+            self.__dict__["_text_cache"] = TextEmbeddingCache(encoder, self.text_cache_dir)
+        out = {"object": self._text_cache(objects)}
+        if parts is not None and len(parts) > 0:
+            out["part"] = self._text_cache(parts)
+        return out
+
+    def training_class_embeddings(self, vocabulary: Mapping[str, Sequence[str]]) -> dict[str, Tensor]:
+        """Class embeddings for one training step: one random prompt template per class (SEMANTIC_SPEC §2.4),
+        with gradients into the text encoder. ``vocabulary``: ``{"object": names, "part": names}``
+        (an empty part list: no part logits)."""
+        from .language import training_text_embeddings
+
+        encoder = self.text_encoder
+        if encoder is None:
+            raise ValueError(
+                "labelled training data needs a text encoder: set MODEL.TEXT.ARCH (unicl or open_clip)"
+            )
+        names = list(vocabulary["object"]) + list(vocabulary.get("part") or [])
+        embeddings = training_text_embeddings(encoder, names)
+        num_objects = len(vocabulary["object"])
+        out = {"object": embeddings[:num_objects]}
+        if len(names) > num_objects:
+            out["part"] = embeddings[num_objects:]
+        return out
 
     # ------------------------------------------------------------------------------------------
     # Building blocks
@@ -183,6 +251,7 @@ class SemanticSAM(nn.Module):
         return_aux: bool = True,
         num_point_prompts: Optional[Sequence[int]] = None,
         anchor_noise: Optional[Tensor] = None,
+        class_embeddings: Optional[Mapping[str, Tensor]] = None,
     ) -> dict:
         """Decode prompts over encoded images.
 
@@ -197,6 +266,8 @@ class SemanticSAM(nn.Module):
             num_point_prompts: training only: per image, how many leading prompts are clicks (their
                 anchor jitter is 100x smaller); None = all.
             anchor_noise: training only: (B, N, 4) uniform draws for the anchor jitter (default: drawn).
+            class_embeddings: ``{"object": (C_o, D), "part": (C_p, D)}`` (see :meth:`class_embeddings`);
+                adds ``pred_logits`` (B, N*K, C_o) and ``pred_logits_part`` (B, N*K, C_p) to every layer.
 
         Returns:
             ``pred_masks`` (B, N*K, Hp/4, Wp/4) logits, ``pred_boxes`` (B, N*K, 4) cxcywh normalized to the
@@ -214,6 +285,7 @@ class SemanticSAM(nn.Module):
             anchor_noise=anchor_noise,
             return_aux=return_aux,
             memory_cache=features.get("decoder_memory"),
+            class_embeddings=class_embeddings,
         )
 
     @staticmethod
@@ -257,41 +329,84 @@ class SemanticSAM(nn.Module):
         """Training: a dict of weighted losses; evaluation: :meth:`inference` with default options.
 
         Args:
-            batched_inputs: list of dicts. Training (SA-1B mapper output): ``"image"`` (3, H, W) uint8 RGB and
-                ``"instances"`` (detectron2 ``Instances`` with ``gt_masks``: ``BitMasks`` or bool (M, H, W)).
-                Evaluation: see :meth:`inference`.
+            batched_inputs: list of dicts. Training (a mapper's output): ``"image"`` (3, H, W) uint8 RGB and
+                ``"instances"`` (detectron2 ``Instances`` with ``gt_masks``: ``BitMasks`` or bool (M, H, W));
+                labelled data also has ``"dataset_name"``, ``"vocabulary"`` (``{"object": names, "part":
+                names}``) and ``instances.gt_object_classes`` / ``gt_part_classes``. Joint training passes a
+                dict ``{dataset name: list of dicts}`` (one batch per dataset). Evaluation: see :meth:`inference`.
 
         Returns:
             Training: ``dict[str, Tensor]`` of weighted losses (``loss_mask_bce_0``, ..., 5 terms per
-            decoder layer; suffix 0 = last layer). Evaluation: the list of :meth:`inference`.
+            decoder layer; suffix 0 = last layer; labelled data adds ``loss_mask_cls_*`` and, for part data,
+            ``loss_mask_part_cls_*``); a list of inputs of several datasets, or a dict, is trained per
+            dataset, and with a dict each loss is prefixed with its dataset name (``sa1b_train.loss_mask_bce_0``).
+            Evaluation: the list of :meth:`inference`.
         """
         if not self.training:
             return self.inference(batched_inputs)
         return self._forward_train(batched_inputs)
 
-    def _forward_train(self, batched_inputs: list[dict]) -> dict[str, Tensor]:
-        if not isinstance(batched_inputs, (list, tuple)) or len(batched_inputs) == 0:
-            raise ValueError("forward expects a non-empty list of input dicts")
-        for i, x in enumerate(batched_inputs):
+    def _forward_train(self, batched_inputs: Union[list[dict], Mapping[str, list[dict]]]) -> dict[str, Tensor]:
+        groups = _training_groups(batched_inputs)
+        prefixed = isinstance(batched_inputs, Mapping)
+        losses: dict[str, Tensor] = {}
+        for key, inputs in groups:
+            group_losses = self._group_losses(inputs)
+            losses.update({(f"{key}.{k}" if prefixed else k): v for k, v in group_losses.items()})
+        # Every parameter joins the graph on every step, whatever the step's datasets (DDP without
+        # find_unused_parameters): one element of each parameter, times 0, goes into the first loss.
+        first = next(iter(losses))
+        anchor = sum(p.reshape(-1)[0] for p in self.parameters() if p.requires_grad)
+        losses[first] = losses[first] + 0.0 * anchor
+        return losses
+
+    def _group_losses(self, inputs: list[dict]) -> dict[str, Tensor]:
+        """Weighted losses of a batch of one dataset: SA-1B inputs (no ``"vocabulary"``) with the configured
+        criterion, labelled inputs with the many-to-one criterion and the class losses."""
+        for i, x in enumerate(inputs):
             if "image" not in x or "instances" not in x:
                 raise KeyError(f"training input {i} must have 'image' and 'instances', got keys {sorted(x)}")
-        images = self.preprocess_image([x["image"] for x in batched_inputs])
+        vocabulary = inputs[0].get("vocabulary")
+        images = self.preprocess_image([x["image"] for x in inputs])
         features = self.encode_image(images)
-        targets = self._sample_prompts(batched_inputs, images)
+        targets = self._sample_prompts(inputs, images)
 
         boxes = torch.stack([t.boxes_dn for t in targets]).to(self.device)
         pb = torch.stack([t.pb for t in targets]).to(self.device)
         num_point_prompts = [t.box_start for t in targets]
         noise = [t.anchor_noise for t in targets]
         anchor_noise = torch.stack(noise).to(self.device) if all(u is not None for u in noise) else None
+        class_embeddings = labels = None
+        if vocabulary is not None:
+            class_embeddings = self.training_class_embeddings(vocabulary)
+            labels = [self._prompt_labels(x["instances"], t, "part" in class_embeddings) for x, t in zip(inputs, targets)]
         outputs = self.decode_prompts(
-            features, boxes, pb, attn_mask="block", num_point_prompts=num_point_prompts, anchor_noise=anchor_noise
+            features, boxes, pb, attn_mask="block", num_point_prompts=num_point_prompts, anchor_noise=anchor_noise,
+            class_embeddings=class_embeddings,
         )
-
-        criterion = self.criterion
-        losses = criterion(outputs, targets)
+        if vocabulary is None:
+            criterion = self.criterion
+            losses = criterion(outputs, targets)
+        else:
+            criterion = self._labelled_criterion
+            if criterion is None:
+                raise RuntimeError("SemanticSAM has no labelled criterion: pass `labelled_criterion=` or build it from a config")
+            losses = criterion(outputs, targets, labels=labels)
         weight_dict = criterion.weight_dict
         return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+
+    def _prompt_labels(self, instances, targets: "ClickTargets", with_parts: bool) -> dict[str, Tensor]:
+        """Each prompt's object and part class (N,) (-1: none) from the GT mask it was drawn from."""
+        gt = targets.prompt_gt_inds.to(self.device)
+        out = {}
+        for key, field in (("object", "gt_object_classes"), ("part", "gt_part_classes")):
+            if key == "part" and not with_parts:
+                continue
+            if not instances.has(field):
+                raise KeyError(f"labelled training input has no instances.{field}")
+            classes = instances.get(field).to(self.device)
+            out[key] = torch.where(gt >= 0, classes[gt.clamp(min=0)], torch.full_like(gt, -1))
+        return out
 
     def _sample_prompts(self, batched_inputs: list[dict], images: ImageList) -> list[ClickTargets]:
         """Sample each training image's prompts and their targets."""
@@ -333,6 +448,7 @@ class SemanticSAM(nn.Module):
         tokens: Optional[Sequence[int]] = None,
         attn_mask: str = "block",
         point_convention: str = "eval",
+        class_embeddings: Optional[Mapping[str, Tensor]] = None,
     ) -> list[dict]:
         """Segment the prompts of several images (of any sizes) at once.
 
@@ -349,6 +465,8 @@ class SemanticSAM(nn.Module):
             attn_mask: ``"block"`` (prompts independent) or ``"none"`` (all queries of an image attend to
                 each other, as the reference's demo).
             point_convention: how clicks become boxes, see :meth:`point_to_box`.
+            class_embeddings: a vocabulary's embeddings (:meth:`class_embeddings`): each result also has
+                ``"pred_logits"`` (P+M, |tokens|, C_o) and, with parts, ``"pred_logits_part"`` (P+M, |tokens|, C_p).
 
         Returns:
             per image, ``{"pred_masks": (P+M, |tokens|, h, w) logits, "pred_ious": (P+M, |tokens|),
@@ -378,7 +496,7 @@ class SemanticSAM(nn.Module):
                 }
                 results[i] = self._decode_one(
                     feats, batched_inputs[i], prompts[i], images.image_sizes[j], padded_size, tokens,
-                    attn_mask, point_convention,
+                    attn_mask, point_convention, class_embeddings,
                 )
         return results  # type: ignore[return-value]
 
@@ -392,6 +510,7 @@ class SemanticSAM(nn.Module):
         tokens: list[int],
         attn_mask: str,
         point_convention: str,
+        class_embeddings: Optional[Mapping[str, Tensor]] = None,
     ) -> dict:
         points, boxes_xyxy = prompts
         h_img, w_img = int(image_size[0]), int(image_size[1])
@@ -404,7 +523,9 @@ class SemanticSAM(nn.Module):
         )
         n = prompt_boxes.shape[0]
         pb = prompt_boxes.new_zeros(1, n)
-        out = self.decode_prompts(features, prompt_boxes[None], pb, attn_mask=attn_mask, return_aux=False)
+        out = self.decode_prompts(
+            features, prompt_boxes[None], pb, attn_mask=attn_mask, return_aux=False, class_embeddings=class_embeddings
+        )
 
         k = self.num_tokens
         token_idx = torch.as_tensor(tokens, device=self.device)
@@ -415,7 +536,11 @@ class SemanticSAM(nn.Module):
         hp, wp = padded_size
         boxes = box_cxcywh_to_xyxy(boxes) * boxes.new_tensor([wp, hp, wp, hp])
         boxes = boxes * boxes.new_tensor([out_w / w_img, out_h / h_img, out_w / w_img, out_h / h_img])
-        return {"pred_masks": masks, "pred_ious": ious, "pred_boxes": boxes}
+        result = {"pred_masks": masks, "pred_ious": ious, "pred_boxes": boxes}
+        for key in ("pred_logits", "pred_logits_part"):
+            if key in out:
+                result[key] = out[key][0].view(n, k, -1)[:, token_idx]
+        return result
 
     # ------------------------------------------------------------------------------------------
     # Input checks
@@ -437,6 +562,30 @@ class SemanticSAM(nn.Module):
                 if not ok or int(v) <= 0:
                     raise ValueError(f"input {i}: '{key}' must be a positive int, got {v!r}")
         return prompts
+
+
+def _training_groups(batched_inputs: Union[list[dict], Mapping[str, list[dict]]]) -> list[tuple[str, list[dict]]]:
+    """``[(dataset key, inputs)]``: a dict's items, or a list's inputs grouped by ``"dataset_name"`` (in order
+    of first appearance; inputs without one form the group ``""``)."""
+    if isinstance(batched_inputs, Mapping):
+        items = list(batched_inputs.items())
+    elif isinstance(batched_inputs, (list, tuple)):
+        grouped: dict[str, list[dict]] = {}
+        for x in batched_inputs:
+            grouped.setdefault(x.get("dataset_name", "") if isinstance(x, Mapping) else "", []).append(x)
+        items = list(grouped.items())
+    else:
+        items = []
+    if not items or any(not isinstance(v, (list, tuple)) or len(v) == 0 for _, v in items):
+        raise ValueError("forward expects a non-empty list of input dicts (or a dict of non-empty lists)")
+    for key, inputs in items:
+        for i, x in enumerate(inputs):
+            if not isinstance(x, Mapping):
+                raise TypeError(f"training input {i} of {key or 'the batch'} must be a dict, got {type(x).__name__}")
+        vocabularies = {repr(x.get("vocabulary")) for x in inputs}
+        if len(vocabularies) > 1:
+            raise ValueError(f"training inputs of {key or 'the batch'} mix vocabularies; give one dataset per batch")
+    return [(k, list(v)) for k, v in items]
 
 
 def _check_image(img: object, name: str) -> None:

@@ -4,7 +4,7 @@ This is what lets ``train_net.py`` wrap the model in DistributedDataParallel wit
 ``find_unused_parameters=False`` (no extra graph traversal per step): a parameter left out of the
 loss graph on any step would stall or break DDP's gradient reduction. The decoder keeps its
 projections that no training output uses in the graph with a ``0 *`` term
-(``InteractiveDecoder.forward``), so their gradients are zero, not None.
+(``SemanticSAM._forward_train`` adds 0 x one element of every parameter), so their gradients are zero, not None.
 """
 import os
 

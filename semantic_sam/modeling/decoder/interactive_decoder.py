@@ -11,12 +11,13 @@ per query, a mask (dot product with the 1/4-resolution mask features), a box and
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from detectron2.config import configurable
 from torch import Tensor, nn
 
+from ..language.base import l2_normalize
 from ..registry import DECODER, register
 from .layers import MLP, DeformableDecoderLayer, DeformableTransformerDecoder, inverse_sigmoid
 from .prompt_encoder import (
@@ -38,8 +39,11 @@ class InteractiveDecoder(nn.Module):
     State-dict names and shapes are those of the released checkpoints under
     ``sem_seg_head.predictor.``, including the aliases of shared modules: ``decoder_norm`` is
     ``decoder.norm``, and ``_bbox_embed``, ``bbox_embed.{l}`` and ``decoder.bbox_embed.{l}`` are one MLP.
-    ``lang_mapper``, ``class_embed`` and ``class_embed_part`` exist only for checkpoint compatibility
-    (the language branch is disabled in every released model).
+    ``class_embed`` and ``class_embed_part`` (C, D) project the normed outputs into the text space
+    for the object and part logits (SEMANTIC_SPEC §3) when the decoder has a text encoder
+    (``lang_encoder``, state-dict prefix ``sem_seg_head.predictor.lang_encoder.``, absent with
+    ``MODEL.TEXT.ARCH: noencoder`` as in every released model); ``lang_mapper`` is kept for checkpoint
+    compatibility (the generic denoising queries' text content).
     """
 
     @configurable
@@ -60,6 +64,7 @@ class InteractiveDecoder(nn.Module):
         enforce_input_proj: bool = False,
         noise_scale: float = 0.4,
         point_noise_factor: float = 0.01,
+        lang_encoder: Optional[nn.Module] = None,
     ) -> None:
         """
         Args:
@@ -77,6 +82,8 @@ class InteractiveDecoder(nn.Module):
             enforce_input_proj: project features with a 1x1 conv + GN even when ``in_channels == hidden_dim``.
             noise_scale: training-time anchor jitter (``DN_NOISE_SCALE``); 0 disables it.
             point_noise_factor: extra factor on the jitter of point prompts (0.01 in the reference).
+            lang_encoder: the text encoder (a :class:`~semantic_sam.modeling.language.TextEncoder`
+                with ``logit_scale`` and ``dim_proj`` = ``dim_proj``), or None (no labels).
         """
         super().__init__()
         self.hidden_dim = hidden_dim
@@ -86,7 +93,11 @@ class InteractiveDecoder(nn.Module):
         self.noise_scale = noise_scale
         self.point_noise_factor = point_noise_factor
 
-        # Unused language-side projections, kept for checkpoint compatibility.
+        if lang_encoder is not None and int(lang_encoder.dim_proj) != dim_proj:
+            raise ValueError(f"the text encoder embeds in {lang_encoder.dim_proj} dimensions, the heads in {dim_proj}")
+        self.lang_encoder = lang_encoder
+        # Language-side projections (released keys): the text content of generic denoising queries,
+        # the object head and the part head.
         self.lang_mapper = nn.Parameter(torch.empty(dim_proj, hidden_dim))
         self.class_embed = nn.Parameter(torch.empty(hidden_dim, dim_proj))
         self.class_embed_part = nn.Parameter(torch.empty(hidden_dim, dim_proj))
@@ -124,6 +135,7 @@ class InteractiveDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels: int) -> dict:
         from ...config import ConfigError
+        from ..language import build_text_encoder
 
         dec = cfg.MODEL.DECODER
         unsupported = {
@@ -157,6 +169,7 @@ class InteractiveDecoder(nn.Module):
             "enforce_input_proj": dec.ENFORCE_INPUT_PROJ,
             "noise_scale": dec.DN_NOISE_SCALE,
             "point_noise_factor": dec.POINT_NOISE_FACTOR,
+            "lang_encoder": build_text_encoder(cfg),
         }
 
     # ------------------------------------------------------------------------------------------
@@ -202,10 +215,45 @@ class InteractiveDecoder(nn.Module):
             "values": self.decoder.project_memory(memory),
         }
 
+    def class_logits(self, out: Tensor, class_embeddings: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Object and part logits of normed decoder outputs (SEMANTIC_SPEC §3).
+
+        ``z = exp(logit_scale) * normalize(out @ W) @ T^T`` with W = ``class_embed`` (object) or
+        ``class_embed_part`` (part), ``normalize(v) = v / (||v|| + 1e-7)``, T the unit-norm class embeddings.
+
+        Args:
+            out: (B, Q, C) decoder outputs after ``decoder_norm``.
+            class_embeddings: ``"object"``: (C_o, D) and optionally ``"part"``: (C_p, D) class embeddings.
+
+        Returns:
+            ``pred_logits`` (B, Q, C_o) and, with ``"part"``, ``pred_logits_part`` (B, Q, C_p); raw logits.
+        """
+        if self.lang_encoder is None:
+            raise ValueError("class logits need a text encoder: this model was built with MODEL.TEXT.ARCH noencoder")
+        unknown = set(class_embeddings) - {"object", "part"}
+        if unknown or "object" not in class_embeddings:
+            raise ValueError(f"class_embeddings needs an 'object' entry (and optionally 'part'), got {sorted(class_embeddings)}")
+        scale = self.lang_encoder.logit_scale.exp()
+        logits = {}
+        for key, name, weight in (("object", "pred_logits", self.class_embed), ("part", "pred_logits_part", self.class_embed_part)):
+            if key not in class_embeddings:
+                continue
+            emb = class_embeddings[key]
+            if emb.dim() != 2 or emb.shape[1] != weight.shape[1] or emb.shape[0] == 0:
+                raise ValueError(f"class_embeddings[{key!r}] must be (C, {weight.shape[1]}) with C >= 1, got {tuple(emb.shape)}")
+            visual = l2_normalize(out @ weight.to(out.dtype))
+            logits[name] = scale * visual @ emb.to(visual.dtype).t()
+        return logits
+
     def prediction_heads(
-        self, hs: Tensor, reference: Tensor, mask_features: Tensor, num_prompts: int
+        self,
+        hs: Tensor,
+        reference: Tensor,
+        mask_features: Tensor,
+        num_prompts: int,
+        class_embeddings: Optional[Mapping[str, Tensor]] = None,
     ) -> dict[str, Tensor]:
-        """Masks, boxes and IoU scores of one layer.
+        """Masks, boxes, IoU scores (and, given class embeddings, class logits) of one layer.
 
         The heads apply ``decoder_norm`` once more on ``hs`` (which is already ``decoder.norm(out)``):
         the reference's double LayerNorm, kept because the released weights were trained with it.
@@ -215,16 +263,20 @@ class InteractiveDecoder(nn.Module):
             reference: (B, Q, 4) the layer's input anchor (sigmoid, cxcywh), not detached.
             mask_features: (B, C_mask, h, w).
             num_prompts: N.
+            class_embeddings: see :meth:`class_logits`; None: no class logits.
 
         Returns:
             ``pred_masks`` (B, Q, h, w) logits, ``pred_boxes`` (B, Q, 4) cxcywh in [0, 1],
-            ``pred_ious`` (B, N, K) raw scores.
+            ``pred_ious`` (B, N, K) raw scores; with class embeddings also :meth:`class_logits`' entries.
         """
         out = self.decoder_norm(hs)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(out), mask_features)
         boxes = (self._bbox_embed(out) + inverse_sigmoid(reference)).sigmoid()
         ious = self.iou_prediction_head(out).view(out.shape[0], num_prompts, self.num_tokens)
-        return {"pred_masks": masks, "pred_boxes": boxes, "pred_ious": ious}
+        heads = {"pred_masks": masks, "pred_boxes": boxes, "pred_ious": ious}
+        if class_embeddings is not None:
+            heads.update(self.class_logits(out, class_embeddings))
+        return heads
 
     def forward(
         self,
@@ -237,6 +289,7 @@ class InteractiveDecoder(nn.Module):
         anchor_noise: Optional[Tensor] = None,
         return_aux: bool = True,
         memory_cache: Optional[dict] = None,
+        class_embeddings: Optional[Mapping[str, Tensor]] = None,
     ) -> dict:
         """Decode N prompts per image into N * K masks, boxes and IoU scores.
 
@@ -255,6 +308,9 @@ class InteractiveDecoder(nn.Module):
                 ``aux_outputs`` is an empty list.
             memory_cache: the result of :meth:`precompute_memory` for these features (same images);
                 it skips the per-call memory projections and gives the same outputs.
+            class_embeddings: ``{"object": (C_o, D), "part": (C_p, D)}`` unit-norm class embeddings
+                (``"part"`` optional): every layer also returns ``pred_logits`` (B, Q, C_o) and
+                ``pred_logits_part`` (B, Q, C_p). Needs a text encoder.
 
         Returns:
             dict with ``pred_masks`` (B, Q, h, w) logits, ``pred_boxes`` (B, Q, 4) cxcywh normalized to the
@@ -290,12 +346,10 @@ class InteractiveDecoder(nn.Module):
             values=values,
         )
         layers = range(len(hs)) if return_aux else [len(hs) - 1]
-        per_layer = [self.prediction_heads(hs[l], references[l], mask_features, n) for l in layers]
+        per_layer = [
+            self.prediction_heads(hs[l], references[l], mask_features, n, class_embeddings) for l in layers
+        ]
         out = dict(per_layer[-1])
-        if self.training:
-            # Keep the unused projections in the autograd graph (DDP without find_unused_parameters).
-            unused = self.lang_mapper.sum() + self.class_embed.sum() + self.class_embed_part.sum()
-            out["pred_boxes"] = out["pred_boxes"] + 0.0 * unused
         out["aux_outputs"] = per_layer[:-1]
         return out
 
