@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import logging
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 from semantic_sam.config import ConfigError
-from semantic_sam.data.train_stream import ResumableTrainLoader, TrainingStream
+from semantic_sam.data.train_stream import JointTrainLoader, ResumableTrainLoader, TrainingStream, dataset_seed
 from semantic_sam.evaluation import build_evaluator as _build_evaluator
 
 from . import interactive_eval
+from .labelled_dataset_mapper import LabelledDatasetMapper
+from .register_coco_panoptic_labelled import register_coco_panoptic_labelled
+from .register_part_datasets import register_all_part_datasets
 from .sa1b_dataset_mapper import SA1BDatasetMapper
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "unavailable_test_datasets",
     "images_per_process",
     "build_train_loader",
+    "train_dataset_section",
     "build_test_loader",
     "build_evaluator",
 ]
@@ -27,12 +31,15 @@ logger = logging.getLogger(__name__)
 
 
 def register_datasets(cfg) -> None:
-    """Register every dataset the configs name (SA-1B TSV/JSON, COCO panoptic interactive).
+    """Register every dataset the configs name (SA-1B TSV/JSON, COCO panoptic interactive and
+    labelled, Pascal-Part, PartImageNet, PACO-LVIS).
 
     Registration only records paths from the environment; files are read when a dataset is
     loaded, and a missing folder is then reported with the path and the variable that sets it.
     """
     interactive_eval.register_eval_datasets()
+    register_coco_panoptic_labelled()
+    register_all_part_datasets()
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         if name not in DatasetCatalog.list():
             raise ConfigError(
@@ -52,43 +59,80 @@ def unavailable_test_datasets(cfg) -> dict[str, str]:
     return missing
 
 
-def images_per_process(cfg, world_size: int) -> int:
-    """``SAM.TRAIN.BATCH_SIZE_TOTAL / world_size``; a :class:`ConfigError` unless the total is a
+def images_per_process(cfg, world_size: int, section: str = "SAM") -> int:
+    """``<section>.TRAIN.BATCH_SIZE_TOTAL / world_size``; a :class:`ConfigError` unless the total is a
     positive multiple of the number of processes."""
-    total = cfg.SAM.TRAIN.BATCH_SIZE_TOTAL
+    key = f"{section}.TRAIN.BATCH_SIZE_TOTAL"
+    total = cfg[section].TRAIN.BATCH_SIZE_TOTAL
     if total <= 0 or total % world_size:
         raise ConfigError(
-            f"SAM.TRAIN.BATCH_SIZE_TOTAL={total} must be a positive multiple of the number of "
-            f"processes ({world_size}); e.g. SAM.TRAIN.BATCH_SIZE_TOTAL={world_size * max(1, total // world_size)}"
+            f"{key}={total} must be a positive multiple of the number of "
+            f"processes ({world_size}); e.g. {key}={world_size * max(1, total // world_size)}"
         )
     return total // world_size
 
 
-def build_train_loader(cfg) -> ResumableTrainLoader:
-    """Endless, resumable loader over ``DATASETS.TRAIN`` (one SA-1B dataset) with the SA-1B mapper;
-    ``SAM.TRAIN.BATCH_SIZE_TOTAL`` images per iteration across all processes.
+def train_dataset_section(name: str) -> str | None:
+    """The config section of a labelled training dataset (``COCO``, ``PASCAL_PART``, ...), None for SA-1B."""
+    return MetadataCatalog.get(name).get("config_section", None)
 
-    The stream is seeded by ``SEED`` (a seed shared by the processes when ``SEED`` < 0) and every
-    record's augmentation by its position in the stream (see :mod:`semantic_sam.data.train_stream`),
-    so a resumed run reads exactly the records, augmented exactly as, an uninterrupted one. Training
-    images are all ``IMAGE_SIZE``² crops, so ``ASPECT_RATIO_GROUPING`` has nothing to group.
+
+def _train_mapper(cfg, name: str):
+    section = train_dataset_section(name)
+    if section is None:
+        return SA1BDatasetMapper(cfg, is_train=True, dataset_name=name)
+    if cfg.MODEL.TEXT.ARCH == "noencoder":
+        raise ConfigError(
+            f"DATASETS.TRAIN: {name!r} is labelled data, whose object and part labels need a text encoder; "
+            "set MODEL.TEXT.ARCH to unicl or open_clip (MODEL.TEXT.ARCH is 'noencoder')"
+        )
+    return LabelledDatasetMapper(cfg, is_train=True, dataset_name=name)
+
+
+def build_train_loader(cfg) -> ResumableTrainLoader | JointTrainLoader:
+    """Endless, resumable loader over ``DATASETS.TRAIN``.
+
+    One dataset: a :class:`ResumableTrainLoader` whose batches are lists of mapped dicts. Several
+    (joint training, e.g. ``[sa1b_train, coco_2017_train_panoptic_interactive_labelled,
+    pascal_part_train]``): a :class:`JointTrainLoader` whose steps are ``{dataset name: batch}``. SA-1B
+    datasets use the SA-1B mapper and ``SAM.TRAIN.BATCH_SIZE_TOTAL`` images per step over all
+    processes; a labelled dataset uses :class:`LabelledDatasetMapper` (large-scale jitter) and its
+    family's ``<SECTION>.TRAIN.BATCH_SIZE_TOTAL`` (the mixing ratio).
+
+    Each stream is seeded by ``SEED`` (a seed shared by the processes when ``SEED`` < 0; the i-th
+    dataset of a joint run by a seed derived from it) and every record's augmentation by its position
+    in the stream (see :mod:`semantic_sam.data.train_stream`), so a resumed run reads exactly the
+    records, augmented exactly as, an uninterrupted one. Training images are all ``IMAGE_SIZE``² crops,
+    so ``ASPECT_RATIO_GROUPING`` has nothing to group.
     """
     names = list(cfg.DATASETS.TRAIN)
-    if len(names) != 1:
-        raise ConfigError(f"DATASETS.TRAIN: expected exactly one SA-1B dataset, got {names}")
+    if not names:
+        raise ConfigError("DATASETS.TRAIN: empty; name at least one training dataset")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"DATASETS.TRAIN: {duplicates} named more than once")
     world_size = comm.get_world_size()
-    per_process = images_per_process(cfg, world_size)
-    mapper = SA1BDatasetMapper(cfg, is_train=True, dataset_name=names[0])
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    stream = TrainingStream(
-        DatasetFromList(DatasetCatalog.get(names[0]), copy=False, serialize=True),
-        mapper,
-        seed=seed,
-        images_per_process=per_process,
-        rank=comm.get_rank(),
-        world_size=world_size,
+    mappers = [_train_mapper(cfg, name) for name in names]  # config errors before any dataset is read
+    loaders = {}
+    for index, (name, mapper) in enumerate(zip(names, mappers)):
+        section = train_dataset_section(name) or "SAM"
+        stream = TrainingStream(
+            DatasetFromList(DatasetCatalog.get(name), copy=False, serialize=True),
+            mapper,
+            seed=dataset_seed(seed, index),
+            images_per_process=images_per_process(cfg, world_size, section),
+            rank=comm.get_rank(),
+            world_size=world_size,
+        )
+        loaders[name] = ResumableTrainLoader(stream, num_workers=cfg.SAM.DATALOADER.NUM_WORKERS)
+    if len(loaders) == 1:
+        return loaders[names[0]]
+    logger.info(
+        "joint training: %s images per step",
+        ", ".join(f"{name}: {loader.images_per_step}" for name, loader in loaders.items()),
     )
-    return ResumableTrainLoader(stream, num_workers=cfg.SAM.DATALOADER.NUM_WORKERS)
+    return JointTrainLoader(loaders)
 
 
 def build_test_loader(cfg, dataset_name: str):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
@@ -90,6 +90,8 @@ class LabelledDatasetMapper:
         augmentations: Sequence[T.Augmentation | T.Transform],
         image_format: str = "RGB",
         whole_instances: str = "drop",
+        dataset_name: str | None = None,
+        vocabulary: dict[str, Sequence[str]] | None = None,
     ):
         """
         Args:
@@ -99,6 +101,10 @@ class LabelledDatasetMapper:
             whole_instances: PACO's object entries (annotations with ``is_whole``): ``"drop"``
                 (the reference), ``"object_only"`` (kept, part label ``NO_PART``) or ``"whole_part"``
                 (kept, part label ``whole``).
+            dataset_name: written into each output (``"dataset_name"``), so that a batch names its dataset.
+            vocabulary: ``{"object": object names, "part": part names}`` of the dataset's label space
+                (index = ``gt_object_classes`` / ``gt_part_classes``), written into each output
+                (``"vocabulary"``) for the model's class losses; None: not written.
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -108,6 +114,10 @@ class LabelledDatasetMapper:
         self.augmentations = T.AugmentationList(list(augmentations))
         self.image_format = image_format
         self.whole_instances = whole_instances
+        self.dataset_name = dataset_name
+        self.vocabulary = (
+            None if vocabulary is None else {"object": tuple(vocabulary["object"]), "part": tuple(vocabulary["part"])}
+        )
         logger.info("LabelledDatasetMapper (%s) augmentations: %s", "train" if is_train else "eval", self.augmentations)
 
     @classmethod
@@ -127,6 +137,9 @@ class LabelledDatasetMapper:
                 "datasets.register_part_datasets.register_all_part_datasets() or "
                 "datasets.register_coco_panoptic_labelled.register_coco_panoptic_labelled()"
             )
+        if is_train and MetadataCatalog.get(dataset_name).get("object_classes", None) is None:
+            DatasetCatalog.get(dataset_name)  # PACO puts its label space in the metadata when it is loaded
+        meta = MetadataCatalog.get(dataset_name)
         node = cfg[section]
         whole = node["DATASET"].get("WHOLE_INSTANCES", "drop") if "DATASET" in node else "drop"
         return {
@@ -134,6 +147,8 @@ class LabelledDatasetMapper:
             "augmentations": build_labelled_transform_gen(cfg, section, is_train),
             "image_format": node["INPUT"]["FORMAT"],
             "whole_instances": whole,
+            "dataset_name": dataset_name,
+            "vocabulary": {"object": meta.object_classes, "part": meta.part_classes} if is_train else None,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -157,7 +172,7 @@ class LabelledDatasetMapper:
         instances.gt_boxes = instances.gt_masks.get_bounding_boxes() if keep else Boxes(torch.zeros((0, 4)))
         for field, column in (("gt_classes", 0), ("gt_object_classes", 1), ("gt_part_classes", 2)):
             instances.set(field, torch.tensor([labels[i][column] for i in keep], dtype=torch.int64))
-        return {
+        out = {
             "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "instances": instances,
             "height": dataset_dict["height"],
@@ -165,6 +180,11 @@ class LabelledDatasetMapper:
             "file_name": dataset_dict["file_name"],
             "image_id": dataset_dict.get("image_id"),
         }
+        if self.dataset_name is not None:
+            out["dataset_name"] = self.dataset_name
+        if self.vocabulary is not None:
+            out["vocabulary"] = self.vocabulary
+        return out
 
     # -- mask sources ----------------------------------------------------------------------------
     def _panoptic_masks(self, d: dict, transforms: T.TransformList) -> tuple[list[np.ndarray], list[tuple]]:

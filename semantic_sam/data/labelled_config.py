@@ -57,6 +57,7 @@ def check_labelled_data_config(c: Any) -> None:
         c.one_of(s + "FORMAT", _IMAGE_FORMATS)
         c.integer(s + "MIN_SIZE_TEST", 1)
         c.integer(s + "MAX_SIZE_TEST", 1)
+        c.integer(f"{section}.TRAIN.BATCH_SIZE_TOTAL", 1, " (images of this family per training step, all processes)")
     c.one_of("PACO.DATASET.WHOLE_INSTANCES", WHOLE_INSTANCE_POLICIES)
     for key, value in REFERENCE_PSACAL_PART_INPUT.items():
         if c.get(f"PSACAL_PART.INPUT.{key}") != value:

@@ -22,10 +22,15 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..engine.rng_state import seeded_rng_state
+from ..errors import UserError
 
-__all__ = ["ResumableTrainLoader", "TrainingStream", "position_seed"]
+__all__ = ["DataStreamStateError", "JointTrainLoader", "dataset_seed", "ResumableTrainLoader", "TrainingStream", "position_seed"]
 
-_PERMUTATION, _SAMPLE = 0, 1
+_PERMUTATION, _SAMPLE, _DATASET = 0, 1, 2
+
+
+class DataStreamStateError(ValueError, UserError):
+    """A checkpoint's data-stream state that does not fit this run's datasets."""
 
 
 def position_seed(seed: int, kind: int, index: int) -> int:
@@ -140,6 +145,12 @@ class ResumableTrainLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         if self._yielded:
             raise RuntimeError("load_state_dict must come before the first batch")
+        if not isinstance(state, dict) or not {"seed", "position"} <= set(state):
+            saved = sorted(state.get("datasets", {})) if isinstance(state, dict) else state
+            raise DataStreamStateError(
+                f"the checkpoint's data stream is a joint stream of {saved}; this run trains one dataset "
+                "(resume with the same DATASETS.TRAIN)"
+            )
         self.stream.seed = int(state["seed"])
         self.stream.start = int(state["position"])
         self.stream._epoch = -1
@@ -159,3 +170,54 @@ class ResumableTrainLoader:
             self._yielded += 1
             self.bad_rows += sum(int(d.get("bad_rows", 0)) for d in batch)
             yield batch
+
+
+class JointTrainLoader:
+    """One :class:`ResumableTrainLoader` per dataset, zipped: each step is ``{dataset name: batch}``
+    (SEMANTIC_SPEC §8), so every step trains every dataset with its own images per step (the mixing
+    ratio). Each dataset's stream is resumable on its own; the joint state is theirs by name.
+    """
+
+    def __init__(self, loaders: dict[str, ResumableTrainLoader]):
+        if not loaders:
+            raise ValueError("a joint loader needs at least one dataset")
+        self.loaders = dict(loaders)
+        self._bad_rows_restored = 0
+
+    @property
+    def images_per_step(self) -> int:
+        """Images of one training step over all processes and datasets."""
+        return sum(loader.images_per_step for loader in self.loaders.values())
+
+    @property
+    def bad_rows(self) -> int:
+        """Corrupt records replaced so far, over all datasets (plus the count restored from a checkpoint)."""
+        return self._bad_rows_restored + sum(loader.bad_rows for loader in self.loaders.values())
+
+    @bad_rows.setter
+    def bad_rows(self, value: int) -> None:
+        self._bad_rows_restored = int(value) - sum(loader.bad_rows for loader in self.loaders.values())
+
+    def state_dict(self) -> dict[str, dict[str, dict[str, int]]]:
+        return {"datasets": {name: loader.state_dict() for name, loader in self.loaders.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("datasets") if isinstance(state, dict) else None
+        if not isinstance(saved, dict) or set(saved) != set(self.loaders):
+            what = sorted(saved) if isinstance(saved, dict) else "a single dataset"
+            raise DataStreamStateError(
+                f"the checkpoint's data stream is of {what}; this run trains {sorted(self.loaders)} "
+                "(resume with the same DATASETS.TRAIN)"
+            )
+        for name, loader in self.loaders.items():
+            loader.load_state_dict(saved[name])
+
+    def __iter__(self) -> Iterator[dict[str, list[dict]]]:
+        iterators = {name: iter(loader) for name, loader in self.loaders.items()}
+        while True:
+            yield {name: next(it) for name, it in iterators.items()}
+
+
+def dataset_seed(seed: int, index: int) -> int:
+    """The stream seed of the ``index``-th dataset of a joint run (index 0 keeps ``seed``)."""
+    return int(seed) if index == 0 else position_seed(seed, _DATASET, index) & 0x7FFFFFFF
