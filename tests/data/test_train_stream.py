@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from semantic_sam.data.train_stream import ResumableTrainLoader, TrainingStream
+from semantic_sam.data.train_stream import (
+    DataStreamStateError,
+    JointTrainLoader,
+    ResumableTrainLoader,
+    TrainingStream,
+    dataset_seed,
+)
 
 
 def _draw(record: dict) -> dict:
@@ -97,3 +103,65 @@ def test_bad_settings_are_refused(kwargs):
         TrainingStream(DATASET, _draw, **settings)
     with pytest.raises(ValueError, match="no records"):
         TrainingStream([], _draw, seed=0, images_per_process=1)
+
+
+# ------------------------------------------------------------------------------------------ joint
+
+
+def _joint(images: dict[str, int], seed: int = 5) -> JointTrainLoader:
+    datasets = {"a": [{"index": i} for i in range(5)], "b": [{"index": 10 + i} for i in range(3)]}
+    return JointTrainLoader({
+        name: ResumableTrainLoader(
+            TrainingStream(datasets[name], _draw, seed=dataset_seed(seed, i), images_per_process=n)
+        )
+        for i, (name, n) in enumerate(images.items())
+    })
+
+
+def test_a_joint_loader_zips_the_datasets_with_their_own_batch_sizes():
+    steps = _batches(_joint({"a": 1, "b": 2}), 4)
+    assert all(list(step) == ["a", "b"] and len(step["a"]) == 1 and len(step["b"]) == 2 for step in steps)
+    assert all(d["index"] < 5 for s in steps for d in s["a"]) and all(d["index"] >= 10 for s in steps for d in s["b"])
+    # "b" (3 records, 2 per step): steps 0..2 read two whole epochs, each a permutation
+    b = [d["index"] for s in steps[:3] for d in s["b"]]
+    assert sorted(b[:3]) == sorted(b[3:6]) == [10, 11, 12]
+    assert _joint({"a": 1, "b": 2}).images_per_step == 3
+
+
+def test_a_joint_loader_restored_from_its_state_continues_every_stream():
+    loader = _joint({"a": 1, "b": 2})
+    straight = _batches(loader, 5)
+    first = _joint({"a": 1, "b": 2})
+    _batches(first, 2)
+    state = first.state_dict()
+    assert state == {"datasets": {"a": {"seed": 5, "position": 2}, "b": {"seed": dataset_seed(5, 1), "position": 4}}}
+    resumed = _joint({"a": 1, "b": 2})
+    resumed.load_state_dict(state)
+    assert _batches(resumed, 3) == straight[2:]
+
+
+def test_dataset_seeds_differ_and_the_first_keeps_the_run_seed():
+    assert dataset_seed(7, 0) == 7
+    seeds = {dataset_seed(7, i) for i in range(4)}
+    assert len(seeds) == 4 and all(0 <= s < 2**31 for s in seeds)
+
+
+def test_a_stream_state_of_other_datasets_is_refused():
+    joint = _joint({"a": 1, "b": 1})
+    with pytest.raises(DataStreamStateError, match=r"of \['a'\]; this run trains \['a', 'b'\]"):
+        joint.load_state_dict({"datasets": {"a": {"seed": 5, "position": 0}}})
+    with pytest.raises(DataStreamStateError, match="of a single dataset"):
+        joint.load_state_dict({"seed": 5, "position": 0})
+    single = ResumableTrainLoader(TrainingStream(DATASET, _draw, seed=0, images_per_process=1))
+    with pytest.raises(DataStreamStateError, match=r"joint stream of \['a', 'b'\]; this run trains one dataset"):
+        single.load_state_dict(joint.state_dict())
+
+
+def test_joint_bad_rows_sum_the_datasets_and_restore_a_saved_count():
+    joint = _joint({"a": 1, "b": 1})
+    joint.loaders["a"].bad_rows, joint.loaders["b"].bad_rows = 2, 3
+    assert joint.bad_rows == 5
+    joint.bad_rows = 9  # restored from a checkpoint
+    assert joint.bad_rows == 9
+    joint.loaders["b"].bad_rows += 1
+    assert joint.bad_rows == 10
