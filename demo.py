@@ -14,6 +14,14 @@ Headless (no browser)::
 ``--levels`` (user granularities 1 = coarsest ... 6 = finest) applies to prompts and to ``--auto``;
 ``--level`` is its deprecated alias.
 
+With a model that has a text encoder (``MODEL.TEXT.ARCH`` unicl or open_clip) every mask is also
+labelled, ``object`` or ``object: part``, in masks.json and on the overlays; ``--objects`` and
+``--parts`` (comma-separated names) replace the default vocabulary (COCO panoptic's 133 classes,
+Pascal-Part's 30 parts)::
+
+    python demo.py --config CFG --ckpt CKPT --image examples/synthetic_1.jpg --point 240 180 \
+        --objects "cat,dog,sofa" --parts "head,leg,tail" --output out/
+
 Trailing ``KEY=VALUE`` arguments override config keys. Exit status 2 means bad arguments, config,
 checkpoint or image (the message says which). Images are resized to a 640-pixel short side with the
 long side capped at 2560 (``--short-side``, ``--max-size``); images more elongated than 20:1, with
@@ -34,7 +42,13 @@ from semantic_sam.build import build_model
 from semantic_sam.checkpoint import CheckpointError, load_checkpoint
 from semantic_sam.config import ConfigError, load_config
 from semantic_sam.errors import UserError
-from semantic_sam.predictor import ALL_LEVELS, SemanticSamAutomaticMaskGenerator, SemanticSamPredictor, load_image
+from semantic_sam.predictor import (
+    ALL_LEVELS,
+    SemanticSamAutomaticMaskGenerator,
+    SemanticSamPredictor,
+    default_vocabulary,
+    load_image,
+)
 from semantic_sam.utils.cli import user_error_message
 from utils.demo_app import build_app, launch_app
 from utils.demo_outputs import interactive_results, write_auto_outputs, write_interactive_outputs, write_masks_json
@@ -96,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         "on CPUs with AMX (see docs/PERFORMANCE.md)",
     )
     model.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
+
+    labels = p.add_argument_group("labels (models with a text encoder)")
+    default = default_vocabulary()
+    labels.add_argument(
+        "--objects", metavar="NAMES",
+        help="comma-separated object names to label masks with "
+        f"(default: COCO panoptic's {len(default.objects)} classes)",
+    )
+    labels.add_argument(
+        "--parts", metavar="NAMES",
+        help=f"comma-separated part names to label masks with (default: Pascal-Part's {len(default.parts)} parts)",
+    )
 
     web = p.add_argument_group("web app")
     web.add_argument("--host", default="127.0.0.1", help="address to serve on (default: localhost only)")
@@ -177,6 +203,17 @@ def _generator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
+    """``(objects, parts)`` from ``--objects`` / ``--parts`` (the default vocabulary's for the one not
+    given), or None when neither is given. The names are checked by ``set_vocabulary``."""
+    if args.objects is None and args.parts is None:
+        return None
+    default = default_vocabulary()
+    objects = list(default.objects) if args.objects is None else [n.strip() for n in args.objects.split(",")]
+    parts = list(default.parts) if args.parts is None else [n.strip() for n in args.parts.split(",")]
+    return objects, parts
+
+
 def _predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"short_side": args.short_side, "max_size": args.max_size, "precision": args.precision}
 
@@ -233,16 +270,20 @@ def run_headless(args: argparse.Namespace, model) -> dict:
     os.makedirs(args.output, exist_ok=True)
     h, w = image.shape[:2]
     out: dict[str, Any] = {"image": os.path.abspath(args.image), "height": h, "width": w}
+    vocabulary = _vocabulary(args)
     try:
+        predictor = SemanticSamPredictor(model, **_predictor_kwargs(args))
+        if vocabulary is not None:
+            predictor.set_vocabulary(*vocabulary)
+        if predictor.has_text_encoder:
+            vocab = predictor.vocabulary
+            out["vocabulary"] = {"objects": list(vocab.objects), "parts": list(vocab.parts)}
         if args.auto:
-            gen = SemanticSamAutomaticMaskGenerator(
-                model, output_mode="coco_rle", **_generator_kwargs(args), **_predictor_kwargs(args)
-            )
+            gen = SemanticSamAutomaticMaskGenerator(predictor, output_mode="coco_rle", **_generator_kwargs(args))
             records = gen.generate(image)
             write_auto_outputs(image, records, args.output)
             out.update(mode="auto", levels=list(gen.levels), masks=records)
         else:
-            predictor = SemanticSamPredictor(model, **_predictor_kwargs(args))
             predictor.set_image(image)
             clicks = [tuple(p) for p in (args.point or [])]
             boxes = [tuple(b) for b in (args.box or [])]
@@ -250,7 +291,7 @@ def run_headless(args: argparse.Namespace, model) -> dict:
             results = interactive_results(predictor, clicks, boxes, levels, not args.no_postprocess)
             prompts = write_interactive_outputs(image, results, args.output)
             out.update(mode="interactive", levels=levels, prompts=prompts)
-    except ValueError as e:  # bad prompts or levels, a refused image shape
+    except ValueError as e:  # bad prompts, levels or vocabulary, a refused image shape
         raise UsageError(str(e)) from None
     write_masks_json(out, args.output)
     return out
@@ -270,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n = len(out["masks"]) if out["mode"] == "auto" else sum(len(p["masks"]) for p in out["prompts"])
             print(f"wrote {n} mask(s) to {os.path.join(args.output, 'masks.json')}")
             return 0
-        app = build_app(model, **_predictor_kwargs(args))
+        app = build_app(model, vocabulary=_vocabulary(args), **_predictor_kwargs(args))
     except Exception as e:
         message = user_error_message(e)  # UsageError and the package's user errors, files
         if message is None:

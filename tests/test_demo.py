@@ -285,3 +285,123 @@ def test_web_app_limits(image_path, monkeypatch):
     args = demo.build_parser().parse_args(MODEL_ARGS[:-2])  # no --short-side: the library defaults
     demo.load_model(args)
     assert (args.short_side, args.max_size) == (640, 2560)
+
+
+# ------------------------------------------------------------------ labels (a model with a text encoder, issue 15)
+
+# the tiny parity checkpoint has no text encoder weights: they stay random (an optional key prefix)
+TEXT_OPTS = ["MODEL.TEXT.ARCH=unicl", "MODEL.TEXT.CONTEXT_LENGTH=18", "MODEL.TEXT.WIDTH=64", "MODEL.TEXT.HEADS=4",
+             "MODEL.TEXT.LAYERS=2", "MODEL.TEXT.CACHE_DIR="]
+LABEL_KEYS = {"object_label", "object_score", "part_label", "part_score"}
+
+
+def _run_text(args):
+    torch.manual_seed(0)
+    return _run(args + TEXT_OPTS)  # overrides last: they are the trailing positional arguments
+
+
+def test_headless_labels_in_masks_json_and_overlays(tmp_path, image_path):
+    from utils.visualizer import render_prompt_mask
+
+    out = tmp_path / "out"
+    rc = _run_text(["--image", image_path, "--point", "60", "40", "--box", "20", "10", "120", "80",
+                    "--levels", "1", "3", "--no-postprocess", "--objects", "cat, dog,red square",
+                    "--parts", "head,leg", "--output", str(out)])
+    assert rc == 0
+    data = json.loads((out / "masks.json").read_text())
+    assert data["vocabulary"] == {"objects": ["cat", "dog", "red square"], "parts": ["head", "leg"]}
+    image = np.asarray(Image.open(image_path))
+    for prompt in data["prompts"]:
+        assert len(prompt["masks"]) == 2
+        for m in prompt["masks"]:
+            assert LABEL_KEYS <= set(m)
+            assert m["object_label"] in ("cat", "dog", "red square") and 0 < m["object_score"] < 1
+            assert m["part_label"] in ("head", "leg", None) and 0 < m["part_score"] < 1
+            assert (m["part_label"] is None) == (m["part_score"] < 0.25)
+    # the overlay names the mask: "object[: part] (predicted IoU)" drawn as the interactive overlay's text
+    m = data["prompts"][0]["masks"][0]
+    label = m["object_label"] if m["part_label"] is None else f"{m['object_label']}: {m['part_label']}"
+    mask = mask_utils.decode(m["segmentation"]).astype(bool)
+    want = render_prompt_mask(image, mask, f"{label} ({m['score']:.2f})", clicks=[[60.0, 40.0]])
+    np.testing.assert_array_equal(np.asarray(Image.open(out / m["overlay"])), want)
+
+
+def test_headless_auto_labels(tmp_path, image_path):
+    from utils.visualizer import render_auto_masks
+
+    out = tmp_path / "auto"
+    assert _run_text(["--image", image_path, *AUTO_ARGS, "--levels", "2", "--parts", "wheel",
+                      "--output", str(out)]) == 0
+    data = json.loads((out / "masks.json").read_text())
+    assert len(data["vocabulary"]["objects"]) == 133 and data["vocabulary"]["parts"] == ["wheel"]
+    assert data["masks"]
+    for r in data["masks"]:
+        assert r["object_label"] in data["vocabulary"]["objects"] and r["part_label"] in ("wheel", None)
+    # the labels are written over the masks: the overlay differs from the masks alone
+    image = np.asarray(Image.open(image_path))
+    plain = render_auto_masks(image, [mask_utils.decode(r["segmentation"]).astype(bool) for r in data["masks"]])
+    assert (np.asarray(Image.open(out / "auto.png")) != plain).any()
+
+
+def test_no_text_encoder_outputs_have_no_labels(tmp_path, image_path):
+    from utils.visualizer import render_auto_masks, render_prompt_mask
+
+    out = tmp_path / "plain"
+    assert _run(["--image", image_path, "--point", "60", "40", "--levels", "2", "--no-postprocess",
+                 "--output", str(out)]) == 0
+    data = json.loads((out / "masks.json").read_text())
+    assert "vocabulary" not in data
+    (m,) = data["prompts"][0]["masks"]
+    assert set(m) == {"level", "score", "area", "bbox", "segmentation", "overlay"}
+    image = np.asarray(Image.open(image_path))
+    mask = mask_utils.decode(m["segmentation"]).astype(bool)
+    want = render_prompt_mask(image, mask, f"{m['score']:.2f}", clicks=[[60.0, 40.0]])
+    np.testing.assert_array_equal(np.asarray(Image.open(out / m["overlay"])), want)
+    auto = tmp_path / "plain_auto"
+    assert _run(["--image", image_path, *AUTO_ARGS, "--levels", "2", "--output", str(auto)]) == 0
+    records = json.loads((auto / "masks.json").read_text())["masks"]
+    assert records and not LABEL_KEYS & set(records[0])
+    plain = render_auto_masks(image, [mask_utils.decode(r["segmentation"]).astype(bool) for r in records])
+    np.testing.assert_array_equal(np.asarray(Image.open(auto / "auto.png")), plain)
+
+
+@pytest.mark.parametrize(
+    "extra, text_model, message",
+    [
+        (["--objects", "cat,,dog"], True, "object vocabulary[1] ('') is empty after normalisation"),
+        (["--parts=-stuff"], True, "part vocabulary[0] ('-stuff') is empty after normalisation"),
+        (["--objects", "cat"], False, "this model has no text encoder"),
+    ],
+)
+def test_bad_vocabulary_flags(tmp_path, image_path, capsys, extra, text_model, message):
+    run = _run_text if text_model else _run
+    assert run(["--image", image_path, "--point", "60", "40", "--output", str(tmp_path / "out")] + extra) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert message in line
+    assert not (tmp_path / "out" / "masks.json").exists()
+
+
+def test_web_app_shows_labels(image_path, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs, app=self))
+    torch.manual_seed(0)
+    assert demo.main(MODEL_ARGS + ["--objects", "cat,dog", "--parts", "head"] + TEXT_OPTS) == 0
+    fns = {f.name: f.fn for f in launched["app"].fns.values()}
+    image = Image.open(image_path)
+    assert fns["on_image_change"](image)[-1].startswith("Image encoded")
+    evt = gr.SelectData(None, {"index": [60, 40], "value": None})
+    _, by_score, by_area, _, status = fns["on_click"](image, "point", [1, 3], 0.0, {"corner": None}, evt)
+    assert "mask(s) for the click (60, 40)" in status and 1 <= len(by_score) == len(by_area) <= 2
+    for _, caption in by_score:
+        label, rest = caption.split(" | ", 1)
+        assert label.split(": ")[0] in ("cat", "dog") and label.split(": ")[1:] in ([], ["head"])
+        assert rest.startswith("level ")
+    overlay, status = fns["on_generate"](image, "Level 3", 4)
+    assert overlay.shape == (120, 180, 3) and "mask(s) at level 3" in status
+    # a model without a text encoder: captions as before
+    assert demo.main(MODEL_ARGS) == 0
+    fns = {f.name: f.fn for f in launched["app"].fns.values()}
+    fns["on_image_change"](image)
+    _, by_score, _, _, _ = fns["on_click"](image, "point", [2], 0.0, {"corner": None}, evt)
+    assert [c for _, c in by_score][0].startswith("level 2 | score ")

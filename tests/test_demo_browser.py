@@ -1,8 +1,9 @@
 """demo.py's web app in a real browser: headless Debian Chromium driven by playwright.
 
-Starts ``demo.py`` with the tiny model on a free localhost port, uploads an image, clicks a point
-and checks that mask images appear in both galleries; then draws a box with two clicks. Skipped
-when /usr/bin/chromium or the playwright package is missing (``.ci/run`` installs chromium).
+Starts ``demo.py`` with the tiny model (with a random tiny text encoder and a two-object vocabulary,
+so masks are labelled) on a free localhost port, uploads an image, clicks a point and checks that
+labelled mask images appear in both galleries; then draws a box with two clicks. Skipped when
+/usr/bin/chromium or the playwright package is missing (``.ci/run`` installs chromium).
 """
 import os
 import socket
@@ -24,6 +25,10 @@ CHROMIUM_ARGS = [
 ]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests", "fixtures", "parity_tiny")
+OBJECTS = ("cat", "dog")
+# a random tiny text encoder next to the checkpoint's weights (as tests/test_demo.py's TEXT_OPTS)
+TEXT_OPTS = ["MODEL.TEXT.ARCH=unicl", "MODEL.TEXT.CONTEXT_LENGTH=18", "MODEL.TEXT.WIDTH=64", "MODEL.TEXT.HEADS=4",
+             "MODEL.TEXT.LAYERS=2", "MODEL.TEXT.CACHE_DIR="]
 
 
 def _free_port() -> int:
@@ -59,7 +64,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "demo.py"), "--config", os.path.join(TINY, "tiny_parity.yaml"),
          "--ckpt", os.path.join(TINY, "tiny_parity.pth"), "--device", "cpu", "--short-side", "160",
-         "--port", str(port)],
+         "--port", str(port), "--objects", ",".join(OBJECTS), "--parts", "head,leg", *TEXT_OPTS],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -110,6 +115,9 @@ def test_upload_click_and_box(server, image_file, tmp_path):
             status = page.locator("#status").inner_text()
             x, y = (float(v) for v in status.split("click (")[1].split(")")[0].split(","))
             assert abs(x - 90) <= 3 and abs(y - 60) <= 3  # image pixels, not screen pixels
+            captions = page.locator("#gallery-score").inner_text()
+            assert "level " in captions and any(f"{name} | level" in captions or f"{name}: " in captions
+                                                for name in OBJECTS), captions
 
             # box mode: two corners
             page.get_by_label("box (click two corners)").check()

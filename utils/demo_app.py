@@ -1,6 +1,9 @@
 """The demo's gradio web app: an interactive tab (a click or a box -> one mask per level) and an
 automatic-generation tab. gradio is imported when the app is built, so this module imports without it.
 
+With a model that has a text encoder, each mask's labels (``"object"`` or ``"object: part"``) are
+written on its overlay and lead its gallery caption; the automatic overlay names every mask.
+
 Uploads reach the handlers as PIL images in their own mode, so 16-bit and float files are converted
 (or refused) by :func:`~semantic_sam.utils.image_io.to_rgb_uint8`, as files read by the headless mode.
 """
@@ -13,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from utils.demo_outputs import interactive_results, render_prompt_results
+from utils.demo_outputs import interactive_results, mask_text, render_auto_results, render_prompt_results
 
 __all__ = ["EXAMPLES_DIR", "MAX_UPLOAD_SIZE", "build_app", "launch_app"]
 
@@ -37,7 +40,9 @@ class _EncodedImage:
 
 
 def _mask_caption(rec: dict) -> str:
-    return f"level {rec['level']} | score {rec['score']:.2f} | area {rec['area']}"
+    caption = f"level {rec['level']} | score {rec['score']:.2f} | area {rec['area']}"
+    label = mask_text(rec)
+    return caption if label is None else f"{label} | {caption}"
 
 
 def _empty_state() -> dict:
@@ -104,10 +109,9 @@ def _interactive_handlers(gr, encoded: _EncodedImage) -> dict[str, Any]:
     return {"on_image_change": on_image_change, "on_click": on_click, "on_clear": on_clear}
 
 
-def _generate_handler(gr, model, predictor_kwargs: dict[str, Any]):
+def _generate_handler(gr, model, predictor_kwargs: dict[str, Any], vocabulary):
     """The automatic tab's handler: (image, levels choice, points per side) -> (overlay, status)."""
     from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, to_rgb_uint8
-    from utils.visualizer import render_auto_masks
 
     def on_generate(image, levels_choice, points_per_side):
         if image is None:
@@ -116,12 +120,14 @@ def _generate_handler(gr, model, predictor_kwargs: dict[str, Any]):
         gen = SemanticSamAutomaticMaskGenerator(
             model, points_per_side=int(points_per_side), **levels, **predictor_kwargs
         )
+        if vocabulary is not None:
+            gen.set_vocabulary(*vocabulary)
         try:
             image = to_rgb_uint8(image)
             records = gen.generate(image)
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        overlay = render_auto_masks(image, [r["segmentation"] for r in records])
+        overlay = render_auto_results(image, records, [r["segmentation"] for r in records])
         return overlay, f"{len(records)} mask(s) at {levels_choice.lower()} ({int(points_per_side)}^2 points)."
 
     return on_generate
@@ -170,36 +176,57 @@ def _automatic_tab(gr, on_generate, examples: Sequence[str], levels: Sequence[in
     run.click(on_generate, [auto_image, levels_choice, pps], [auto_out, auto_status])
 
 
-def build_app(model, examples: Sequence[str] | None = None, **predictor_kwargs):
+def build_app(
+    model,
+    examples: Sequence[str] | None = None,
+    vocabulary: tuple[Sequence[str], Sequence[str] | None] | None = None,
+    **predictor_kwargs,
+):
     """The gradio Blocks app: an interactive tab and an automatic-generation tab.
 
     Args:
         model: a Semantic-SAM model (``semantic_sam.build_model`` + a checkpoint).
         examples: sample image files (default: the ``examples/`` folder's JPEG and PNG files).
+        vocabulary: ``(objects, parts)`` names to label masks with (parts may be None: no part
+            labels); default: the predictor's default vocabulary. Needs a model with a text encoder.
         predictor_kwargs: ``short_side``, ``max_size``, ``precision`` of both tabs' predictor
             (:class:`~semantic_sam.predictor.SemanticSamPredictor`; its defaults where not given).
+
+    Raises:
+        NoTextEncoderError: ``vocabulary`` with a model without a text encoder. VocabularyError: an
+            invalid vocabulary.
     """
     import gradio as gr
 
     from semantic_sam.predictor import ALL_LEVELS, SemanticSamAutomaticMaskGenerator, SemanticSamPredictor
 
     encoded = _EncodedImage(SemanticSamPredictor(model, **predictor_kwargs))
+    if vocabulary is not None:
+        encoded.predictor.set_vocabulary(*vocabulary)
     if examples is None:
         examples = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.jpg")) + glob.glob(os.path.join(EXAMPLES_DIR, "*.png")))
     points_per_side = inspect.signature(SemanticSamAutomaticMaskGenerator).parameters["points_per_side"].default
-    with gr.Blocks(title="Semantic-SAM") as app:
-        gr.Markdown(
-            "## Semantic-SAM: segment anything at any granularity\n"
-            "Click a point to get one mask per level (1 = coarsest ... 6 = finest), or choose *box* and "
-            "click two opposite corners. The automatic tab segments the whole image."
+    intro = (
+        "## Semantic-SAM: segment anything at any granularity\n"
+        "Click a point to get one mask per level (1 = coarsest ... 6 = finest), or choose *box* and "
+        "click two opposite corners. The automatic tab segments the whole image."
+    )
+    if encoded.predictor.has_text_encoder:
+        vocab = encoded.predictor.vocabulary
+        intro += (
+            f" Each mask is named *object* or *object: part* from {len(vocab.objects)} object and "
+            f"{len(vocab.parts)} part classes (a part only when its score is at least "
+            f"{encoded.predictor.part_score_thresh:g})."
         )
+    with gr.Blocks(title="Semantic-SAM") as app:
+        gr.Markdown(intro)
         with gr.Tabs():
             with gr.Tab("Interactive", id="interactive"):
                 _interactive_tab(gr, _interactive_handlers(gr, encoded), examples, ALL_LEVELS,
                                  encoded.predictor.score_thresh)
             with gr.Tab("Automatic", id="automatic"):
-                _automatic_tab(gr, _generate_handler(gr, model, predictor_kwargs), examples, ALL_LEVELS,
-                               points_per_side)
+                on_generate = _generate_handler(gr, model, predictor_kwargs, vocabulary)
+                _automatic_tab(gr, on_generate, examples, ALL_LEVELS, points_per_side)
     return app
 
 

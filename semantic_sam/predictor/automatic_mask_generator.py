@@ -30,6 +30,7 @@ from .amg_utils import (
     uncrop_points,
 )
 from .interactive_predictor import SemanticSamPredictor
+from .labels import LABEL_COLUMNS, MaskLabels, Vocabulary, top_labels
 from .levels import ALL_LEVELS, levels_to_tokens
 from .model_interface import PromptableModel
 from .transforms import DEFAULT_MAX_SIZE
@@ -74,6 +75,9 @@ class SemanticSamAutomaticMaskGenerator:
             the long side is capped at 2560 by default).
         precision: ``"fp32"`` (default) or ``"bf16"``, see :class:`SemanticSamPredictor` (when ``model``
             is a predictor, its own setting applies).
+
+    When the model has a text encoder, every record also names its mask (object and part labels,
+    from the same decoder pass) in the predictor's vocabulary: :meth:`set_vocabulary` sets it.
     """
 
     level = DeprecatedAlias("levels")  # the former name of the levels attribute
@@ -151,6 +155,25 @@ class SemanticSamAutomaticMaskGenerator:
 
     # ------------------------------------------------------------------ public
 
+    @property
+    def has_text_encoder(self) -> bool:
+        """Whether the model has a text encoder, i.e. whether records carry labels."""
+        return self.predictor.has_text_encoder
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The predictor's vocabulary (:attr:`SemanticSamPredictor.vocabulary`)."""
+        return self.predictor.vocabulary
+
+    def set_vocabulary(self, objects: Sequence[str], parts: Sequence[str] | None = None) -> None:
+        """Label masks with these names: :meth:`SemanticSamPredictor.set_vocabulary` of the predictor
+        (shared with any other user of that predictor).
+
+        Raises:
+            NoTextEncoderError: the model has no text encoder. VocabularyError: an invalid vocabulary.
+        """
+        self.predictor.set_vocabulary(objects, parts)
+
     def generate(self, image: np.ndarray, image_format: str = "RGB") -> list[dict[str, Any]]:
         """Generate masks for a whole image.
 
@@ -166,7 +189,13 @@ class SemanticSamAutomaticMaskGenerator:
               predicted_iou (float); stability_score (float);
               point_coords (list[list[float]]): the click, pixel (x, y) of the image;
               crop_box (list[float]): xywh of the crop it came from;
-              level (int): the user level of the mask.
+              level (int): the user level of the mask;
+            and, only when the model has a text encoder (:attr:`has_text_encoder`), the mask's labels
+            in the :attr:`vocabulary` (:mod:`semantic_sam.predictor.labels`):
+              object_label (str): the top object; object_score (float): sigmoid of its logit;
+              part_label (str or None): the top part, None when its score is below the predictor's
+              ``part_score_thresh`` (0.25); part_score (float, or None without a part vocabulary):
+              sigmoid of the top part's logit.
         """
         image = to_rgb_uint8(image, image_format)
         with torch.inference_mode():
@@ -235,7 +264,13 @@ class SemanticSamAutomaticMaskGenerator:
     ) -> MaskData:
         pred = self.predictor
         in_points = pred.transform.apply_coords(points, crop_size)
-        all_masks, all_ious = pred.decode_all_tokens(in_points, None, attn_mask=self.attn_mask)
+        labels: dict[str, torch.Tensor] = {}
+        if pred.has_text_encoder:
+            all_masks, all_ious, class_logits = pred.decode_all_tokens(
+                in_points, None, attn_mask=self.attn_mask, class_logits=True
+            )
+        else:
+            all_masks, all_ious = pred.decode_all_tokens(in_points, None, attn_mask=self.attn_mask)
         # candidates in the reference's order (point-major, levels as given); only IoU survivors are copied
         tokens = torch.as_tensor(self.tokens, dtype=torch.long, device=all_ious.device)
         ious = all_ious[:, tokens].float()  # (P, L)
@@ -243,6 +278,15 @@ class SemanticSamAutomaticMaskGenerator:
         p_idx, l_idx = keep.nonzero(as_tuple=True)
         low_res = all_masks[p_idx, tokens[l_idx]]
         ious = ious[p_idx, l_idx]
+        if pred.has_text_encoder:
+            part = class_logits.get("part")
+            top = top_labels(
+                class_logits["object"][p_idx, tokens[l_idx]],
+                None if part is None else part[p_idx, tokens[l_idx]],
+                pred.part_score_thresh,
+            )
+            labels = {k: v.cpu() for k, v in top.items()}
+            del class_logits
         del all_masks, all_ious
         p_cpu, l_cpu = p_idx.cpu(), l_idx.cpu()
         pts = torch.as_tensor(points, dtype=torch.float)[p_cpu]
@@ -254,6 +298,7 @@ class SemanticSamAutomaticMaskGenerator:
             keep = (stability >= self.stability_score_thresh).cpu()
             low_res, ious, pts, levels = low_res[keep.to(low_res.device)], ious[keep.to(ious.device)], pts[keep], levels[keep]
             stability = stability[keep.to(stability.device)]
+            labels = {k: v[keep] for k, v in labels.items()}
 
         orig_h, orig_w = orig_size
         x0, y0 = crop_box[0], crop_box[1]
@@ -263,6 +308,8 @@ class SemanticSamAutomaticMaskGenerator:
         for start in range(0, len(low_res), step):
             sl = slice(start, start + step)
             chunk = MaskData(iou_preds=ious[sl].cpu(), points=pts[sl], levels=levels[sl])
+            for key, value in labels.items():
+                chunk[key] = value[sl]
             if self.stability_at_full_res:
                 logits = pred.upscale_masks(low_res[sl])
                 chunk["stability_score"] = calculate_stability_score(logits, 0.0, self.stability_score_offset).cpu()
@@ -318,6 +365,9 @@ class SemanticSamAutomaticMaskGenerator:
 
     def _records(self, data: MaskData) -> list[dict[str, Any]]:
         records = []
+        labels = None
+        if self.has_text_encoder and len(data):
+            labels = MaskLabels(self.vocabulary, *(np.asarray(data[k]) for k in LABEL_COLUMNS))
         for i in range(len(data)):
             rle = data["rles"][i]
             if self.output_mode == "coco_rle":
@@ -338,4 +388,6 @@ class SemanticSamAutomaticMaskGenerator:
                     "level": int(data["levels"][i]),
                 }
             )
+            if labels is not None:
+                records[-1].update(labels.record(i))
         return records

@@ -1,7 +1,8 @@
 """Interactive prediction: encode an image once, then decode clicks and boxes into masks at every level.
 
 Shape shorthand: H, W = original image; h, w = the resized image fed to the model ("input frame");
-Hp, Wp = h, w padded to a multiple of 32; P = prompts (clicks, then boxes); L = requested levels.
+Hp, Wp = h, w padded to a multiple of 32; P = prompts (clicks, then boxes); L = requested levels;
+C_o, C_p = object and part vocabulary sizes.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ..utils.deprecation import DeprecatedAlias
 from ..utils.image_io import to_rgb_uint8
 from ..utils.precision import inference_autocast, parse_dtype
 from .amg_utils import mask_iou, remove_small_regions
+from .labels import PART_SCORE_THRESH, MaskLabels, NoTextEncoderError, Vocabulary, default_vocabulary
 from .levels import ALL_LEVELS, levels_to_tokens
 from .mask_upsampling import upsample_binary_x4
 from .model_interface import PromptableModel, model_num_tokens
@@ -60,6 +62,18 @@ class SemanticSamPredictor:
         cache_decoder_memory: precompute the decoder's prompt-independent work once per image in
             :meth:`set_image` (``encode_image(..., cache_decoder_memory=True)``), reused by every
             prediction on that image; False recomputes it per call, as the reference.
+        part_score_thresh: a mask's part label is given only when the top part's score (sigmoid of
+            its logit) is at least this (default 0.25, SEMANTIC_SPEC §6).
+
+    **Labels.** When the model has a text encoder (:attr:`has_text_encoder`), every mask can also be
+    named: its top object label and top part label with their scores (sigmoid of the logits; see
+    :mod:`semantic_sam.predictor.labels`), computed from the same decoder pass as the masks.
+    ``predict(..., return_labels=True)`` adds a :class:`~semantic_sam.predictor.labels.MaskLabels`
+    to the returned tuple, and the records of :meth:`predict_masks` gain ``object_label``,
+    ``object_score``, ``part_label`` and ``part_score``. The vocabulary is
+    :func:`~semantic_sam.predictor.labels.default_vocabulary` (COCO panoptic's 133 classes, Pascal-Part's
+    30 parts) until :meth:`set_vocabulary` changes it. A model without a text encoder returns what
+    it always did.
 
     Example::
 
@@ -67,6 +81,9 @@ class SemanticSamPredictor:
         predictor.set_image(image)                       # (H, W, 3) uint8 RGB
         masks, scores, logits = predictor.predict(point_coords=[[320, 200]])
         # masks (1, 6, H, W) bool, scores (1, 6), logits (1, 6, Hp/4, Wp/4)
+        predictor.set_vocabulary(objects=["cat", "dog"], parts=["head", "leg"])   # text encoder only
+        masks, scores, logits, labels = predictor.predict(point_coords=[[320, 200]], return_labels=True)
+        labels.text((0, 2))                              # e.g. "cat: head", level 3 of the click
     """
 
     num_levels = DeprecatedAlias("num_tokens")  # the former name of K
@@ -83,6 +100,7 @@ class SemanticSamPredictor:
         island_area: int = 100,
         precision: str | None = None,
         cache_decoder_memory: bool = True,
+        part_score_thresh: float = PART_SCORE_THRESH,
     ) -> None:
         check_attn_mask_mode(attn_mask)
         self.precision = parse_dtype(precision)
@@ -95,6 +113,8 @@ class SemanticSamPredictor:
         self.hole_area = hole_area
         self.island_area = island_area
         self.cache_decoder_memory = cache_decoder_memory
+        self.part_score_thresh = part_score_thresh
+        self._vocabulary: Vocabulary | None = None  # None: default_vocabulary(), built on first use
         self.reset_image()
 
     # ------------------------------------------------------------------ image
@@ -161,6 +181,56 @@ class SemanticSamPredictor:
         self.input_size = (int(image.shape[1]), int(image.shape[2]))
         self.padded_size = (int(images.tensor.shape[-2]), int(images.tensor.shape[-1]))
 
+    # ------------------------------------------------------------------ vocabulary
+
+    @property
+    def has_text_encoder(self) -> bool:
+        """Whether the model has a text encoder, i.e. whether masks can be labelled."""
+        return getattr(self.model, "text_encoder", None) is not None
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The vocabulary masks are labelled with (default: :func:`default_vocabulary`)."""
+        if self._vocabulary is None:
+            self._vocabulary = default_vocabulary()
+        return self._vocabulary
+
+    def set_vocabulary(self, objects: Sequence[str], parts: Sequence[str] | None = None) -> None:
+        """Label masks with these class names from now on (the encoded image is kept).
+
+        Each name's text embedding (every prompt template averaged) is computed once, by the model's
+        cache (``model.class_embeddings``), the first time a labelled prediction needs it.
+
+        Arguments:
+            objects: C_o object class names, e.g. ``["cat", "dog"]``.
+            parts: C_p part class names; None: no part labels.
+
+        Raises:
+            NoTextEncoderError: the model has no text encoder.
+            VocabularyError: an empty vocabulary, a single string instead of a list, a non-string
+                name, or a name that is empty once normalised.
+        """
+        self._require_text_encoder()
+        self._vocabulary = Vocabulary.checked(objects, parts)
+
+    def _require_text_encoder(self) -> None:
+        if not self.has_text_encoder:
+            raise NoTextEncoderError(
+                "this model has no text encoder (MODEL.TEXT.ARCH noencoder, as the released SA-1B checkpoints): "
+                "it cannot label masks; use a config with MODEL.TEXT.ARCH unicl or open_clip"
+            )
+
+    def class_embeddings(self) -> dict[str, Tensor]:
+        """The vocabulary's class embeddings ``{"object": (C_o, D), "part": (C_p, D)}`` (``"part"``
+        only with parts), from the model's cache.
+
+        Raises:
+            NoTextEncoderError: the model has no text encoder.
+        """
+        self._require_text_encoder()
+        vocab = self.vocabulary
+        return self.model.class_embeddings(list(vocab.objects), list(vocab.parts) or None)
+
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
@@ -218,7 +288,8 @@ class SemanticSamPredictor:
         levels: Sequence[int] = ALL_LEVELS,
         return_logits: bool = False,
         attn_mask: str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return_labels: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray, MaskLabels]:
         """Masks for clicks and/or boxes given in pixel coordinates of the original image.
 
         Arguments:
@@ -229,13 +300,22 @@ class SemanticSamPredictor:
             levels: user levels 1..K to return, in this order.
             return_logits: return mask logits instead of masks thresholded at 0.
             attn_mask: override the predictor's ``attn_mask`` for this call.
+            return_labels: also return the masks' object and part labels (needs a text encoder),
+                from the same decoder pass.
 
         Returns:
             masks: (P, L, H, W) bool (float32 logits if ``return_logits``), P = N + M prompts.
             scores: (P, L) float32 predicted IoUs (raw head outputs, as the reference reports them).
             low_res_logits: (P, L, Hp/4, Wp/4) float32 logits at the decoder's resolution.
+            labels (only with ``return_labels``): :class:`~semantic_sam.predictor.labels.MaskLabels`
+                of the (P, L) masks in the current :attr:`vocabulary`.
+
+        Raises:
+            NoTextEncoderError: ``return_labels`` with a model that has no text encoder.
         """
         self._require_image()
+        if return_labels:
+            self._require_text_encoder()
         pts = self._check_points(point_coords, point_labels)
         boxes = self._check_boxes(box)
         if pts is None and boxes is None:
@@ -246,8 +326,11 @@ class SemanticSamPredictor:
             pts_t = torch.as_tensor(self.transform.apply_coords(pts, self.original_size), dtype=torch.float)
         if boxes is not None:
             boxes_t = torch.as_tensor(self.transform.apply_boxes(boxes, self.original_size), dtype=torch.float)
-        masks, scores, low_res = self._predict_tokens(pts_t, boxes_t, tokens, return_logits, attn_mask)
-        return masks.cpu().numpy(), scores.float().cpu().numpy(), low_res.float().cpu().numpy()
+        masks, scores, low_res, labels = self._predict_tokens(
+            pts_t, boxes_t, tokens, return_logits, attn_mask, return_labels
+        )
+        out = (masks.cpu().numpy(), scores.float().cpu().numpy(), low_res.float().cpu().numpy())
+        return out + (labels,) if return_labels else out
 
     def predict_torch(
         self,
@@ -256,27 +339,45 @@ class SemanticSamPredictor:
         levels: Sequence[int] = ALL_LEVELS,
         return_logits: bool = False,
         attn_mask: str | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        return_labels: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, MaskLabels]:
         """Batched prompts already in the input frame (``predictor.transform.apply_coords/apply_boxes``).
 
         Arguments:
             point_coords: (N, 2) pixel (x, y) in the resized image.
             boxes: (M, 4) xyxy pixels in the resized image.
+            return_labels: also return the (P, L) :class:`~semantic_sam.predictor.labels.MaskLabels`.
 
         Returns:
             masks (P, L, H, W) bool or logits, scores (P, L), low_res_logits (P, L, Hp/4, Wp/4), on the
-            model's device.
+            model's device (and the labels, numpy arrays, with ``return_labels``).
         """
         self._require_image()
+        if return_labels:
+            self._require_text_encoder()
         if point_coords is None and boxes is None:
             raise ValueError("give at least one click (point_coords) or box")
         tokens = levels_to_tokens(levels, self.num_tokens)
-        return self._predict_tokens(point_coords, boxes, tokens, return_logits, attn_mask)
+        masks, scores, low_res, labels = self._predict_tokens(
+            point_coords, boxes, tokens, return_logits, attn_mask, return_labels
+        )
+        return (masks, scores, low_res, labels) if return_labels else (masks, scores, low_res)
 
-    def _predict_tokens(self, pts, boxes, tokens, return_logits, attn_mask):
-        low_res, scores = self.predict_low_res(pts, boxes, tokens, attn_mask)
+    def _predict_tokens(self, pts, boxes, tokens, return_logits, attn_mask, return_labels=False):
+        labels = None
+        if return_labels:
+            all_masks, all_scores, class_logits = self.decode_all_tokens(pts, boxes, attn_mask, class_logits=True)
+            tok = torch.as_tensor(list(tokens), device=all_masks.device, dtype=torch.long)
+            low_res, scores = all_masks[:, tok], all_scores[:, tok]
+            part = class_logits.get("part")
+            labels = MaskLabels.from_logits(
+                self.vocabulary, class_logits["object"][:, tok], None if part is None else part[:, tok],
+                self.part_score_thresh,
+            )
+        else:
+            low_res, scores = self.predict_low_res(pts, boxes, tokens, attn_mask)
         masks = self.upscale_masks(low_res) if return_logits else self.upscale_binary(low_res)
-        return masks, scores, low_res
+        return masks, scores, low_res, labels
 
     def predict_low_res(
         self,
@@ -304,11 +405,18 @@ class SemanticSamPredictor:
         point_coords: Tensor | np.ndarray | None,
         boxes: Tensor | np.ndarray | None,
         attn_mask: str | None = None,
-    ) -> tuple[Tensor, Tensor]:
+        class_logits: bool = False,
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Like :meth:`predict_low_res` for all K tokens in token order, without copying the masks:
-        low_res_logits (P, K, Hp/4, Wp/4) (a view of the model's output) and scores (P, K)."""
+        low_res_logits (P, K, Hp/4, Wp/4) (a view of the model's output) and scores (P, K).
+
+        With ``class_logits`` (needs a text encoder) also the raw class logits of the same pass in the
+        current vocabulary: ``{"object": (P, K, C_o), "part": (P, K, C_p)}`` (``"part"`` only with parts).
+        """
         self._require_image()
         attn_mask = self.attn_mask if attn_mask is None else check_attn_mask_mode(attn_mask)
+        # outside inference mode: the model caches these embeddings for later (possibly autograd) use
+        class_embeddings = self.class_embeddings() if class_logits else None
         h, w = self.input_size
         hp, wp = self.padded_size
         prompts = []
@@ -324,11 +432,18 @@ class SemanticSamPredictor:
             anchors = torch.cat(prompts, dim=0).to(self.device, torch.float)[None]  # (1, P, 4)
             pb = anchors.new_zeros(anchors.shape[:2])
             # only the last layer's heads are needed at inference
-            out = self.model.decode_prompts(self.features, anchors, pb, attn_mask=attn_mask, return_aux=False)
+            # a PromptableModel without a text encoder need not take class_embeddings
+            extra = {} if class_embeddings is None else {"class_embeddings": class_embeddings}
+            out = self.model.decode_prompts(self.features, anchors, pb, attn_mask=attn_mask, return_aux=False, **extra)
             p, k = anchors.shape[1], self.num_tokens
             masks = out["pred_masks"][0].view(p, k, *out["pred_masks"].shape[-2:]).float()
             scores = out["pred_ious"][0].reshape(p, k).float()
-        return masks, scores
+            if class_embeddings is None:
+                return masks, scores
+            logits = {"object": out["pred_logits"][0].reshape(p, k, -1).float()}
+            if "pred_logits_part" in out:
+                logits["part"] = out["pred_logits_part"][0].reshape(p, k, -1).float()
+        return masks, scores, logits
 
     def _autocast(self):
         """The autocast context of ``precision`` (a no-op for float32)."""
@@ -443,6 +558,28 @@ class SemanticSamPredictor:
         levels: Sequence[int] = ALL_LEVELS,
         attn_mask: str | None = None,
     ) -> list[list[dict]]:
-        """:meth:`predict` followed by :meth:`select_masks` for every prompt (clicks, then boxes)."""
-        masks, scores, _ = self.predict(point_coords, point_labels, box, levels, False, attn_mask)
-        return [self.select_masks(m, s, levels) for m, s in zip(masks, scores)]
+        """:meth:`predict` followed by :meth:`select_masks` for every prompt (clicks, then boxes).
+
+        Returns:
+            per prompt, the records of :meth:`select_masks`; when the model has a text encoder each
+            record also has the mask's labels (:meth:`MaskLabels.record
+            <semantic_sam.predictor.labels.MaskLabels.record>`): ``object_label`` (str),
+            ``object_score`` (float), ``part_label`` (str, or None below ``part_score_thresh``) and
+            ``part_score`` (float; None without a part vocabulary).
+        """
+        levels = list(levels)
+        if not self.has_text_encoder:
+            masks, scores, _ = self.predict(point_coords, point_labels, box, levels, False, attn_mask)
+            return [self.select_masks(m, s, levels) for m, s in zip(masks, scores)]
+        masks, scores, _, labels = self.predict(point_coords, point_labels, box, levels, False, attn_mask, True)
+        return [self.label_records(self.select_masks(m, s, levels), labels, p, levels)
+                for p, (m, s) in enumerate(zip(masks, scores))]
+
+    @staticmethod
+    def label_records(records: list[dict], labels: MaskLabels, prompt: int, levels: Sequence[int]) -> list[dict]:
+        """Add the label fields of prompt ``prompt`` to its records (found by their ``level`` among the
+        ``levels`` the labels were predicted for); returns the same records."""
+        column = {int(lv): j for j, lv in enumerate(levels)}
+        for rec in records:
+            rec.update(labels.record((prompt, column[int(rec["level"])])))
+        return records

@@ -25,6 +25,11 @@ class PromptableModel(Protocol):
         num_tokens: K, the masks (tokens) per prompt. (A model that names it ``num_mask_tokens``, the
             former name, still works with a ``DeprecationWarning``; see :func:`model_num_tokens`.)
         device: where the model's inputs go.
+
+    Labels (optional, not part of the protocol): a model whose ``text_encoder`` attribute is not None
+    also offers ``class_embeddings(objects, parts) -> {"object": (C_o, D), "part": (C_p, D)}`` and
+    takes ``decode_prompts(..., class_embeddings=...)``, which adds ``pred_logits`` (B, N*K, C_o) and
+    ``pred_logits_part`` (B, N*K, C_p) raw logits (as ``SemanticSAM``); the predictor then labels masks.
     """
 
     num_tokens: int
