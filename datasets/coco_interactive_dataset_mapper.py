@@ -11,11 +11,15 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 
+from semantic_sam.data.label_spaces import coco_panoptic_dataset_ids, coco_panoptic_label_space
 from semantic_sam.evaluation.click_simulation import CLICK_METHODS, clicks_from_masks
 
-__all__ = ["CocoInteractiveDatasetMapper", "build_transform_gen"]
+__all__ = ["NO_OBJECT", "CocoInteractiveDatasetMapper", "build_transform_gen"]
 
 logger = logging.getLogger(__name__)
+
+NO_OBJECT = -1
+"""Object label of a segment whose category is not one of COCO panoptic's 133 (not scored for labels)."""
 
 
 def build_transform_gen(cfg) -> list[T.Augmentation]:
@@ -35,12 +39,19 @@ class CocoInteractiveDatasetMapper:
        the reference's distance transform, or ``"exact"``) and, if
        ``box_prompts``, take each mask's bounding box as a box prompt.
 
+    5. Label each segment with its COCO panoptic class: the contiguous id (0-132, detectron2's
+       order, :func:`~semantic_sam.data.label_spaces.coco_panoptic_label_space`) of its
+       ``category_id``; :data:`NO_OBJECT` for a category outside COCO panoptic.
+
     Returns a dict with ``image`` (3, H, W) uint8, ``height``/``width`` = the resized (H, W)
     (so the model's outputs and the IoUs live at the resized resolution, as in the
-    reference), ``instances`` (``gt_masks`` BitMasks, ``gt_boxes``, ``gt_classes`` = COCO
-    category ids), ``segment_ids`` (M,), ``points`` (M, 2) float pixel (x, y), optionally
-    ``boxes`` (M, 4) float xyxy pixels, and ``file_name``, ``image_id``, ``orig_height``,
-    ``orig_width``, ``num_dropped_segments``. Images without segments give M = 0.
+    reference), ``instances`` (``gt_masks`` BitMasks, ``gt_boxes``, ``gt_classes`` and
+    ``gt_object_classes`` (M,) = the contiguous COCO panoptic class, as the labelled mapper
+    writes them), ``vocabulary`` (``{"object": the 133 class names, "part": ()}``: index =
+    ``gt_object_classes``; a model with a text encoder names the masks with it),
+    ``segment_ids`` (M,), ``points`` (M, 2) float pixel (x, y), optionally ``boxes`` (M, 4)
+    float xyxy pixels, and ``file_name``, ``image_id``, ``orig_height``, ``orig_width``,
+    ``num_dropped_segments``. Images without segments give M = 0.
     """
 
     @configurable
@@ -60,6 +71,8 @@ class CocoInteractiveDatasetMapper:
         self.image_format = image_format
         self.click_method = click_method
         self.box_prompts = box_prompts
+        self.vocabulary = {"object": coco_panoptic_label_space().object_classes, "part": ()}
+        self._class_of_category = {c: i for i, c in enumerate(coco_panoptic_dataset_ids())}
         logger.info("CocoInteractiveDatasetMapper: %s, clicks=%s, boxes=%s", augmentations, click_method, box_prompts)
 
     @classmethod
@@ -99,7 +112,9 @@ class CocoInteractiveDatasetMapper:
         instances = Instances((height, width))
         instances.gt_masks = BitMasks(masks)
         instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
-        instances.gt_classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
+        classes = [self._class_of_category.get(s["category_id"], NO_OBJECT) for s in segments]
+        instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
+        instances.gt_object_classes = instances.gt_classes.clone()
 
         dataset_dict["orig_height"], dataset_dict["orig_width"] = dataset_dict["height"], dataset_dict["width"]
         dataset_dict.update(
@@ -110,6 +125,7 @@ class CocoInteractiveDatasetMapper:
             segment_ids=torch.tensor([s["id"] for s in segments], dtype=torch.int64),
             points=clicks_from_masks(masks, self.click_method).to(torch.float32),
             num_dropped_segments=int((~keep).sum()),
+            vocabulary=self.vocabulary,
         )
         if self.box_prompts:
             dataset_dict["boxes"] = instances.gt_boxes.tensor.clone()

@@ -5,6 +5,10 @@
     evaluator = semantic_sam.evaluation.build_evaluator(cfg, name, output_dir)
     wrapped = PromptedInference(model, precision=cfg.TEST.PRECISION)   # fp16 autocast on CUDA by default
     results = inference_on_dataset(wrapped, loader, evaluator)
+
+The COCO mapper writes each segment's COCO panoptic class and the 133-name vocabulary into the inputs,
+so a model with a text encoder is also scored for object labels (``label_acc@Max``, ``label_acc@Oracle``);
+SA-1B data has no labels.
 """
 from __future__ import annotations
 

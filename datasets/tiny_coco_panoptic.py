@@ -27,7 +27,7 @@ __all__ = ["CATEGORIES", "write_tiny_coco_panoptic"]
 CATEGORIES = [
     {"id": 1, "name": "person", "supercategory": "person", "isthing": 1},
     {"id": 18, "name": "dog", "supercategory": "animal", "isthing": 1},
-    {"id": 184, "name": "wall-other-merged", "supercategory": "wall", "isthing": 0},
+    {"id": 199, "name": "wall-other-merged", "supercategory": "wall", "isthing": 0},
 ]
 
 
@@ -51,7 +51,7 @@ def _images(seed: int) -> list[tuple[str, np.ndarray, np.ndarray, list[dict]]]:
     segs = [
         segment_info(1001, 1, ids == 1001),
         segment_info(1002, 18, ids == 1002),
-        segment_info(3000, 184, ids == 3000),
+        segment_info(3000, 199, ids == 3000),
         segment_info(2001, 1, ids == 2001, iscrowd=1),
     ]
     out.append(("000000000001", ids, rng.integers(0, 256, (h, w, 3)), segs))

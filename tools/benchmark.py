@@ -14,11 +14,18 @@ Rows (``--rows``; each has cases, each case a "before" and an "after" variant me
   (grid_sample per feature level) against each of our implementations.
 * ``encode``: image encoding (backbone, pixel decoder, total) for the SwinT and SwinL configs at
   1024x1024 and 640x853, random weights; plus "after+bf16" (bfloat16 autocast, pixel decoder included).
-* ``decode``: 1 and 64 clicks x all levels on an encoded 640x853 image, masks at image size.
+* ``decode``: 1 and 64 clicks x all levels on an encoded 640x853 image, masks at image size; "after+labels"
+  also names every mask (133 COCO panoptic object + 30 Pascal-Part part logits, argmax), with a UniCL-size
+  text encoder and random class embeddings.
 * ``amg``: automatic mask generation with a 32x32 grid on a 640x853 and a 1024x1024 image (resized to
   640 px short side before encoding, as the demo; masks at image size), default thresholds; and
   "filters off" (predicted IoU > -inf, stability >= 0; 16x16 grid) at 640x853 so the post-processing
   cost is visible (random weights pass almost nothing through the default filters).
+* ``vocabulary``: evaluation class embeddings (81 templates per name, averaged) of COCO panoptic's 133 objects
+  and Pascal-Part's 30 parts through ``model.class_embeddings`` on a fresh in-memory cache, with the tiny text
+  encoder and with UniCL at the reference's size (512 wide, 12 layers, 8 heads; ``--unicl-context``), random
+  weights; ``--vocabulary-names`` times the first N names instead (the note scales the time to all 163).
+  "after" only: the reference never ran its text path.
 * ``train``: one training iteration (forward, backward, optimizer step) of the tiny config at its image
   size and of SwinT at 1024, one synthetic image with masks in the SA-1B mapper's output format.
 
@@ -38,10 +45,10 @@ before/after ratios, not absolute times, and pass ``--omp-wait-policy PASSIVE`` 
 spinning OpenMP threads on oversubscribed cores make 2-thread timings 10-50x slower and meaningless.
 
 Code: ``tools/bench/`` holds the pieces: ``harness`` (records, measuring, environment, shared inputs),
-``rows_model`` (ms_deform_attn, encode, decode), ``rows_amg``, ``rows_train``, ``runner`` (a job here or in a
-subprocess) and ``report`` (targets and tables); this file is the command line. To add a row: in a
-``tools/bench/rows_*.py`` module, ``@row("name", "what it measures", jobs=fn_listing_jobs) def bench_name(args,
-job)`` returning a list of :class:`~tools.bench.harness.Timing`, and import the module here.
+``rows_model`` (ms_deform_attn, encode, decode), ``rows_amg``, ``rows_text`` (vocabulary), ``rows_train``,
+``runner`` (a job here or in a subprocess) and ``report`` (targets and tables); this file is the command line.
+To add a row: in a ``tools/bench/rows_*.py`` module, ``@row("name", "what it measures", jobs=fn_listing_jobs)
+def bench_name(args, job)`` returning a list of :class:`~tools.bench.harness.Timing`, and import the module here.
 """
 from __future__ import annotations
 
@@ -56,12 +63,14 @@ if __name__ == "__main__" and not __package__:
 # importing the row modules registers the rows, in this order
 import tools.bench.rows_model  # noqa: E402,F401
 import tools.bench.rows_amg  # noqa: E402,F401
+import tools.bench.rows_text  # noqa: E402,F401
 import tools.bench.rows_train  # noqa: E402,F401
 from tools.bench.harness import (  # noqa: E402
     ROWS,
     SWINL_CONFIG,
     SWINT_CONFIG,
     TINY_CONFIG,
+    TINY_TEXT_CONFIG,
     Timing,
     environment,
     load_average,
@@ -84,6 +93,7 @@ QUICK_DEFAULTS = {
     "amg_short_side": 0,
     "amg_off_points_per_side": 4,
     "train_size": 256,
+    "vocabulary_names": 16,
     "repeat": 1,
 }
 FULL_DEFAULTS = {
@@ -95,6 +105,7 @@ FULL_DEFAULTS = {
     "amg_short_side": 640,
     "amg_off_points_per_side": 16,
     "train_size": 1024,
+    "vocabulary_names": 0,
     "repeat": 3,
 }
 
@@ -124,12 +135,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "Its 'before' costs ~250 s at 32 on 2 busy cores (the reference's RLE of every candidate)")
     p.add_argument("--train-size", type=int, default=None, help="train row: SwinT image side (1024)")
     p.add_argument("--tiny-train-size", type=int, default=None, help="train row: tiny image side (config's)")
+    p.add_argument("--vocabulary-names", type=int, default=None,
+                   help="vocabulary row: encode the first N of the 163 names (0 = all; quick: 16)")
+    p.add_argument("--unicl-context", type=int, default=77,
+                   help="vocabulary row: context length of the UniCL-size encoder (77; 00_reference.yaml has 18)")
     p.add_argument("--full-size-warmup", action="store_true",
                    help="warm SwinL encoding and SwinT training up at full size (default: at 256 px)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bfloat16 encode variants")
     p.add_argument("--swint-config", default=SWINT_CONFIG)
     p.add_argument("--swinl-config", default=SWINL_CONFIG)
     p.add_argument("--tiny-config", default=TINY_CONFIG)
+    p.add_argument("--tiny-text-config", default=TINY_TEXT_CONFIG,
+                   help="vocabulary row: config with the tiny text encoder")
     p.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default=None,
                    help="OMP_WAIT_POLICY for the job subprocesses (default: inherited). PASSIVE avoids the huge "
                         "slow-downs of spinning OpenMP threads when the cores are shared with other work")
@@ -158,6 +175,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.amg_short_side = None
     if args.repeat < 1 or args.warmup < 0:
         p.error("--repeat must be >= 1 and --warmup >= 0")
+    if args.vocabulary_names < 0 or args.unicl_context < 2:
+        p.error("--vocabulary-names must be >= 0 and --unicl-context >= 2")
     return args
 
 

@@ -10,6 +10,7 @@ from .interactive_evaluator import (
     mask_ious,
     skipped_record_input,
     summarize_ious,
+    summarize_labels,
 )
 from .multi_granularity import MultiGranularityEvaluator, matched_iou, pairwise_mask_iou
 
@@ -29,4 +30,5 @@ __all__ = [
     "pairwise_mask_iou",
     "skipped_record_input",
     "summarize_ious",
+    "summarize_labels",
 ]

@@ -14,6 +14,12 @@ output is k). Output k is the model's token k (0..K-1) when all K tokens are ret
 default); user granularity levels map to tokens as in :mod:`semantic_sam.predictor.levels`.
 Box prompts, if present, get the same metrics under ``"box"``.
 
+When the model names its outputs (a text encoder: the outputs have ``pred_logits``), each
+output's object label is the argmax of its logits, and ``label_acc@Max`` / ``label_acc@Oracle``
+are the percent of labelled segments (GT object class >= 0) whose Max / Oracle output has the
+GT's object label (``num_labelled_segments`` of them). Ties resolve to the first maximum, for
+the pick, the Oracle and the label alike. Without logits these keys are absent.
+
 A mapper that cannot read a record returns :func:`skipped_record_input` in its place rather
 than another image: the model never sees it, and the evaluators count it in
 ``num_skipped_records`` (it is not in ``num_images``) and log where it is.
@@ -24,6 +30,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections import OrderedDict
 from typing import Sequence
 
@@ -45,10 +52,12 @@ __all__ = [
     "PromptedInference",
     "evaluation_dtype",
     "gt_masks_of",
+    "gt_object_classes_of",
     "log_skipped_records",
     "mask_ious",
     "skipped_record_input",
     "summarize_ious",
+    "summarize_labels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +157,54 @@ def summarize_ious(
     return res
 
 
+def summarize_labels(
+    labels: np.ndarray, gt_classes: np.ndarray, ious: np.ndarray, picks: np.ndarray
+) -> "OrderedDict[str, float]":
+    """Top-1 object-label accuracy of the Max and Oracle outputs.
+
+    Args:
+        labels: (S, L) object label (argmax of the logits) of each of the L outputs of S segments.
+        gt_classes: (S,) GT object class of each segment; negative = unlabelled (not scored).
+        ious: (S, L) IoU of each output with the GT; the Oracle output is its first maximum.
+        picks: (S,) index of the output with the highest predicted IoU (the Max output).
+
+    Returns:
+        ``num_labelled_segments`` and, when it is not 0, ``label_acc@Max`` and
+        ``label_acc@Oracle`` (percent of the labelled segments).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    gt_classes = np.asarray(gt_classes, dtype=np.int64)
+    ious = np.asarray(ious, dtype=np.float64)
+    picks = np.asarray(picks, dtype=np.int64)
+    n = labels.shape[0]
+    if labels.ndim != 2 or ious.shape != labels.shape or gt_classes.shape != (n,) or picks.shape != (n,):
+        raise ValueError(
+            f"labels and ious must be (S, L), gt_classes and picks (S,); got {labels.shape}, {ious.shape}, "
+            f"{gt_classes.shape} and {picks.shape}"
+        )
+    res: OrderedDict[str, float] = OrderedDict()
+    scored = gt_classes >= 0
+    res["num_labelled_segments"] = int(scored.sum())
+    if not scored.any():
+        return res
+    rows = np.arange(n)[scored]
+    chosen = {"Max": picks[scored], "Oracle": ious[scored].argmax(axis=1)}
+    for name, index in chosen.items():
+        res[f"label_acc@{name}"] = 100.0 * float((labels[rows, index] == gt_classes[scored]).mean())
+    return res
+
+
+def gt_object_classes_of(inp: dict) -> torch.Tensor:
+    """The (M,) int64 GT object classes of a mapped input (``instances.gt_object_classes``)."""
+    inst = inp.get("instances")
+    if inst is None or not inst.has("gt_object_classes"):
+        raise KeyError(
+            f"image {inp.get('image_id')!r}: the outputs have object logits but the input has no "
+            "instances.gt_object_classes (the evaluation mapper writes them)"
+        )
+    return torch.as_tensor(inst.gt_object_classes, dtype=torch.int64)
+
+
 class PromptedInference(nn.Module):
     """Run ``model.inference`` on the inputs that have prompts; give empty outputs to the rest.
 
@@ -156,12 +213,20 @@ class PromptedInference(nn.Module):
     the model's train/eval mode, so that ``inference_on_dataset``, which restores the mode of
     the module it is given, leaves the model as it found it.
 
+    Object labels: when the model has a text encoder (``model.text_encoder`` is not None) and an
+    input carries a ``"vocabulary"`` (``{"object": names, "part": names}``, as the COCO evaluation
+    mapper writes it), the model also returns ``pred_logits`` for that vocabulary. Its class
+    embeddings (``model.class_embeddings``, every prompt template averaged) are computed once per
+    vocabulary by this wrapper, in float32, outside autocast. A model without a text encoder gets
+    exactly the calls it got before (no vocabulary, no logits).
+
     Args:
         model: a model with ``inference(batched_inputs, **inference_kwargs)``.
         precision: ``TEST.PRECISION``, one of :data:`EVAL_PRECISIONS`. The default ``"auto"``
             runs the model under float16 autocast on CUDA, as the reference evaluates (its
             outputs are then float16), and in plain float32 on the CPU.
-        inference_kwargs: passed to ``model.inference`` (e.g. ``tokens``).
+        inference_kwargs: passed to ``model.inference`` (e.g. ``tokens``); an explicit
+            ``class_embeddings`` is passed as is, for every input.
     """
 
     def __init__(self, model: nn.Module, *, precision: str = "auto", **inference_kwargs):
@@ -172,6 +237,7 @@ class PromptedInference(nn.Module):
         self.precision = precision
         self.inference_kwargs = inference_kwargs
         self._logged_dtype = False
+        self._class_embeddings: dict[tuple, dict[str, torch.Tensor]] = {}
         self.train(model.training)
 
     @staticmethod
@@ -181,18 +247,48 @@ class PromptedInference(nn.Module):
     def forward(self, batched_inputs: list[dict]) -> list[dict]:
         todo = [i for i, x in enumerate(batched_inputs) if self.num_prompts(x) > 0]
         outputs: list[dict] = [{} for _ in batched_inputs]
-        if todo:
-            device = _device_of(self.model)
-            dtype = evaluation_dtype(self.precision, device)
-            if not self._logged_dtype:
-                how = "float32" if dtype == torch.float32 else f"{dtype} autocast"
-                logger.info("Evaluating on %s in %s (TEST.PRECISION=%s)", device, how, self.precision)
-                self._logged_dtype = True
+        if not todo:
+            return outputs
+        device = _device_of(self.model)
+        dtype = evaluation_dtype(self.precision, device)
+        if not self._logged_dtype:
+            how = "float32" if dtype == torch.float32 else f"{dtype} autocast"
+            logger.info("Evaluating on %s in %s (TEST.PRECISION=%s)", device, how, self.precision)
+            self._logged_dtype = True
+        groups: dict[tuple | None, list[int]] = {}  # inputs by vocabulary (one group without labels)
+        for i in todo:
+            groups.setdefault(self._vocabulary_key(batched_inputs[i]), []).append(i)
+        for vocabulary, indices in groups.items():
+            kwargs = self.inference_kwargs
+            if vocabulary is not None:
+                kwargs = dict(kwargs, class_embeddings=self.class_embeddings(*vocabulary))
             with inference_autocast(device, dtype):
-                results = self.model.inference([batched_inputs[i] for i in todo], **self.inference_kwargs)
-            for i, out in zip(todo, results):
+                results = self.model.inference([batched_inputs[i] for i in indices], **kwargs)
+            for i, out in zip(indices, results):
                 outputs[i] = out
         return outputs
+
+    def _vocabulary_key(self, inp: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """``(object names, part names)`` of the input's vocabulary if the model names outputs with it."""
+        vocabulary = inp.get("vocabulary")
+        if vocabulary is None or "class_embeddings" in self.inference_kwargs:
+            return None
+        if getattr(self.model, "text_encoder", None) is None:
+            return None
+        return tuple(vocabulary["object"]), tuple(vocabulary.get("part") or ())
+
+    def class_embeddings(self, objects: Sequence[str], parts: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        """``model.class_embeddings(objects, parts)`` (``{"object": (C_o, D), "part": (C_p, D)}``),
+        computed on the first call for a vocabulary and kept for this wrapper's lifetime."""
+        key = (tuple(objects), tuple(parts))
+        if key not in self._class_embeddings:
+            start = time.perf_counter()
+            self._class_embeddings[key] = self.model.class_embeddings(list(key[0]), list(key[1]) or None)
+            logger.info(
+                "Object labels: embedded a vocabulary of %d object and %d part names in %.1f s",
+                len(key[0]), len(key[1]), time.perf_counter() - start,
+            )
+        return self._class_embeddings[key]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -211,7 +307,9 @@ class InteractiveEvaluator(DatasetEvaluator):
     (click i belongs to segment i) and optionally ``boxes`` (M, 4); from each output
     ``pred_masks`` (P + B, L, H, W) logits (thresholded at 0) and ``pred_ious`` (P + B, L),
     points first, as ``SemanticSAM.inference`` returns them. Predictions must be at the GT
-    resolution (the mapper sets ``height``/``width`` to the resized image).
+    resolution (the mapper sets ``height``/``width`` to the resized image). Outputs with
+    ``pred_logits`` (P + B, L, C_o) (a model with a text encoder) are also scored for object
+    labels against the input's ``instances.gt_object_classes`` (M,) (see the module docstring).
 
     ``evaluate`` gathers the per-segment IoUs of every process (``comm.gather``) and returns,
     on the main process, ``OrderedDict(interactive={...}, box={...})`` (``box`` only when box
@@ -277,21 +375,33 @@ class InteractiveEvaluator(DatasetEvaluator):
                 raise ValueError(f"image {inp.get('image_id')!r}: expected {expected} prompt outputs, got {got}")
             gt = gt.to(out["pred_masks"].device)
             segment_ids = inp.get("segment_ids", torch.arange(num)).tolist()
+            labels = gt_classes = None
+            if "pred_logits" in out:
+                gt_classes = gt_object_classes_of(inp).tolist()
+                if len(gt_classes) != num or out["pred_logits"].shape[:2] != out["pred_ious"].shape:
+                    raise ValueError(
+                        f"image {inp.get('image_id')!r}: pred_logits {tuple(out['pred_logits'].shape)} and "
+                        f"{len(gt_classes)} GT object classes do not match pred_ious "
+                        f"{tuple(out['pred_ious'].shape)} and {num} GT segments"
+                    )
+                labels = out["pred_logits"].argmax(dim=-1).cpu()  # (P + B, L): first maximum
             for j, (kind, prompts) in enumerate(kinds):
                 for i in range(num):
                     row = j * num + i
                     ious = mask_ious(out["pred_masks"][row] > 0, gt[i]).cpu().numpy()
                     pick = int(torch.argmax(out["pred_ious"][row]))
-                    self._segments.append(
-                        {
-                            "kind": kind,
-                            "image_id": inp.get("image_id"),
-                            "segment_id": int(segment_ids[i]),
-                            "prompt": [float(v) for v in prompts[i].tolist()],
-                            "ious": ious,
-                            "pick": pick,
-                        }
-                    )
+                    segment = {
+                        "kind": kind,
+                        "image_id": inp.get("image_id"),
+                        "segment_id": int(segment_ids[i]),
+                        "prompt": [float(v) for v in prompts[i].tolist()],
+                        "ious": ious,
+                        "pick": pick,
+                    }
+                    if labels is not None:
+                        segment["object_labels"] = labels[row].tolist()
+                        segment["gt_object_class"] = int(gt_classes[i])
+                    self._segments.append(segment)
 
     def _gathered(self) -> tuple[list[dict], list[dict]] | None:
         if not self.distributed or comm.get_world_size() == 1:
@@ -318,6 +428,16 @@ class InteractiveEvaluator(DatasetEvaluator):
             ious = np.stack([s["ious"] for s in segs]) if segs else np.zeros((0, 0))
             picks = np.array([s["pick"] for s in segs], dtype=np.int64)
             results[key] = summarize_ious(ious, picks, self.max_clicks, self.noc_thresholds)
+            labelled = sum("object_labels" in s for s in segs)
+            if labelled and labelled != len(segs):
+                raise ValueError(
+                    f"{self.dataset_name}: {labelled} of {len(segs)} {kind} segments have object labels; "
+                    "a model names all its outputs or none"
+                )
+            if labelled:
+                labels = np.array([s["object_labels"] for s in segs], dtype=np.int64)
+                gt_classes = np.array([s["gt_object_class"] for s in segs], dtype=np.int64)
+                results[key].update(summarize_labels(labels, gt_classes, ious, picks))
         info = results["interactive"]
         info["num_images"] = len(images)
         info["num_images_without_segments"] = sum(1 for im in images if im["num_segments"] == 0)

@@ -8,7 +8,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from datasets.coco_interactive_dataset_mapper import CocoInteractiveDatasetMapper
+from datasets.coco_interactive_dataset_mapper import NO_OBJECT, CocoInteractiveDatasetMapper
 from datasets.register_coco_panoptic_interactive import (
     COCO_INTERACTIVE_VAL,
     coco_panoptic_val_paths,
@@ -63,7 +63,11 @@ def test_mapper_gt_is_every_non_crowd_segment_resized(root):
     assert (d0["height"], d0["width"], d0["orig_height"], d0["orig_width"]) == (90, 120, 48, 64)
     masks = d0["instances"].gt_masks.tensor
     assert masks.shape == (3, 90, 120) and d0["segment_ids"].tolist() == [1001, 1002, 3000]
-    assert d0["instances"].gt_classes.tolist() == [1, 18, 184]
+    # Labels: the contiguous COCO panoptic class of category ids 1, 18, 199, whose names the vocabulary gives.
+    assert d0["instances"].gt_classes.tolist() == d0["instances"].gt_object_classes.tolist() == [0, 16, 131]
+    names = d0["vocabulary"]["object"]
+    assert len(names) == 133 and d0["vocabulary"]["part"] == ()
+    assert [names[c] for c in d0["instances"].gt_object_classes] == ["person", "dog", "wall-other-merged"]
 
     # Independent expectation: nearest-resize of the id map (PIL), then one mask per segment.
     ids_rgb = np.asarray(Image.open(os.path.join(root, "coco", "panoptic_val2017", "000000000001.png")))
@@ -96,6 +100,14 @@ def test_mapper_kornia_clicks_and_no_boxes_by_default(root):
     d0 = CocoInteractiveDatasetMapper(_cfg())(DatasetCatalog.get(NAME)[0])
     assert "boxes" not in d0
     assert torch.equal(d0["points"].long(), clicks_from_masks(d0["instances"].gt_masks.tensor, "kornia"))
+
+
+def test_mapper_labels_a_category_outside_coco_panoptic_as_no_object(root):
+    d = DatasetCatalog.get(NAME)[0]
+    d["segments_info"][1] = dict(d["segments_info"][1], category_id=999)  # the dog disc: no COCO category
+    out = CocoInteractiveDatasetMapper(_cfg())(d)
+    assert out["instances"].gt_object_classes.tolist() == [0, NO_OBJECT, 131] and NO_OBJECT == -1
+    assert out["segment_ids"].tolist() == [1001, 1002, 3000]  # still evaluated for its mask
 
 
 def test_default_resize_is_800_1333(root):

@@ -12,7 +12,9 @@ from semantic_sam.evaluation import InteractiveEvaluator, MultiGranularityEvalua
 
 def _image(rank: int):
     """Rank 0: a 4x4 GT = left half, outputs [left half, all] (IoU 1, 0.5), Max picks 1.
-    Rank 1: GT = top row, outputs [top row, empty] (IoU 1, 0), Max picks 0."""
+    Rank 1: GT = top row, outputs [top row, empty] (IoU 1, 0), Max picks 0.
+    Object labels: rank 0's GT class is 1, its outputs are labelled [1, 0] (Oracle right, Max wrong);
+    rank 1's GT class is 0, its outputs are labelled [0, 1] (Max = Oracle, right)."""
     gt = torch.zeros(4, 4, dtype=torch.bool)
     if rank == 0:
         gt[:, :2] = True
@@ -24,8 +26,11 @@ def _image(rank: int):
         pred_ious = [1.0, 0.0]
     inst = Instances((4, 4))
     inst.gt_masks = BitMasks(gt[None])
+    inst.gt_object_classes = torch.tensor([1 - rank])
     inp = {"image_id": rank, "instances": inst, "points": torch.tensor([[0.0, 0.0]])}
-    out = {"pred_masks": torch.stack(outs)[None].float() * 2 - 1, "pred_ious": torch.tensor([pred_ious])}
+    logits = torch.tensor([[[-1.0, 1.0], [1.0, -1.0]]]) if rank == 0 else torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]])
+    out = {"pred_masks": torch.stack(outs)[None].float() * 2 - 1, "pred_ious": torch.tensor([pred_ious]),
+           "pred_logits": logits}
     return inp, out
 
 
@@ -54,6 +59,8 @@ def test_two_processes_pool_segments(tmp_path):
     assert point["1-IoU@Max"] == pytest.approx(75.0)  # (0.5 + 1) / 2
     assert point["1-IoU@Oracle"] == pytest.approx(100.0)
     assert point["token_pick_0"] == pytest.approx(50.0)
+    assert point["num_labelled_segments"] == 2
+    assert point["label_acc@Max"] == pytest.approx(50.0) and point["label_acc@Oracle"] == pytest.approx(100.0)
     mg = res["multi_granularity"]
     assert (mg["num_clicks"], mg["num_images"]) == (2, 2)
     assert mg["1-IoU@MultiGranularity"] == pytest.approx(100.0)

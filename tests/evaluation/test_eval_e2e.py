@@ -123,6 +123,54 @@ def test_coco_eval_only_end_to_end(model, coco_dataset):
     assert point["1-IoU@Oracle"] == pytest.approx(100 * iou[:3].max(axis=1).mean(), abs=1e-9)
     assert point["mIoU_token_5"] == pytest.approx(100 * iou[:3, 5].mean(), abs=1e-9)
     assert results["box"]["1-IoU@Max"] == pytest.approx(100 * iou_max[3:].mean(), abs=1e-9)
+    # No text encoder: no object labels asked for, none reported.
+    assert not any("label" in k for res in results.values() for k in res)
+
+
+def test_coco_eval_with_a_text_encoder_reports_object_label_accuracy(coco_dataset):
+    """The tiny text config (random weights) on the tiny COCO set: label accuracy of the Max and Oracle
+    outputs, recomputed independently from the model's logits; the IoU metrics are those of the same
+    model asked for no labels."""
+    from semantic_sam.data.label_spaces import coco_panoptic_label_space
+
+    name, out_dir = coco_dataset
+    cfg = load_config(os.path.join(ROOT, "configs", "semantic_sam_tiny_text.yaml"),
+                      [*SMALL, "MODEL.DECODER.TEST.BOX_INTERACTIVE=True", f"OUTPUT_DIR={out_dir}"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    loader = build_test_loader(cfg, name)
+    results = inference_on_dataset(PromptedInference(model), loader, build_evaluator(cfg, name))
+    for kind in ("interactive", "box"):
+        res = results[kind]
+        assert res["num_labelled_segments"] == res["num_segments"] == 3
+        for key in ("label_acc@Max", "label_acc@Oracle"):
+            assert 0.0 <= res[key] <= 100.0, (kind, key)
+    with open(os.path.join(out_dir, "inference", name, "interactive_results.json")) as f:
+        assert json.load(f)["interactive"]["label_acc@Max"] == results["interactive"]["label_acc@Max"]
+
+    # Independent recomputation on image 1: its GT classes are person, dog, wall-other-merged.
+    names = coco_panoptic_label_space().object_classes
+    d = next(x for x in (b[0] for b in loader) if len(x["points"]))
+    assert [names[c] for c in d["instances"].gt_object_classes.tolist()] == ["person", "dog", "wall-other-merged"]
+    gt = d["instances"].gt_masks.tensor.numpy()
+    (o,) = model.inference([{"image": d["image"], "points": d["points"], "boxes": d["boxes"]}],
+                           class_embeddings=model.class_embeddings(names))
+    assert o["pred_logits"].shape == (6, 6, 133)
+    pred = o["pred_masks"].numpy() > 0
+    iou = np.array([[(p & gt[i % 3]).sum() / (p | gt[i % 3]).sum() for p in pred[i]] for i in range(6)])
+    labels = o["pred_logits"].numpy().argmax(axis=-1)
+    gt_cls = np.tile(d["instances"].gt_object_classes.numpy(), 2)
+    hit_max = labels[np.arange(6), o["pred_ious"].numpy().argmax(axis=1)] == gt_cls
+    hit_oracle = labels[np.arange(6), iou.argmax(axis=1)] == gt_cls
+    for kind, rows in (("interactive", slice(0, 3)), ("box", slice(3, 6))):
+        assert results[kind]["label_acc@Max"] == pytest.approx(100 * hit_max[rows].mean(), abs=1e-9)
+        assert results[kind]["label_acc@Oracle"] == pytest.approx(100 * hit_oracle[rows].mean(), abs=1e-9)
+
+    # The same model asked for no labels: the same IoU metrics, no label keys.
+    plain = inference_on_dataset(PromptedInference(model, class_embeddings=None), loader,
+                                 InteractiveEvaluator(name, distributed=False))
+    for kind in ("interactive", "box"):
+        assert plain[kind] == {k: v for k, v in results[kind].items() if "label" not in k}
 
 
 def _write_sa1b_folder(folder, sizes=((48, 64), (40, 56)), only=None):

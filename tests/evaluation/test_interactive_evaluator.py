@@ -314,3 +314,162 @@ def test_precision_is_a_checked_config_key():
     assert load_config(None, ["TEST.PRECISION=fp16"]).TEST.PRECISION == "fp16"
     with pytest.raises(ConfigError, match="TEST.PRECISION"):
         load_config(None, ["TEST.PRECISION=bf16"])
+
+
+# ------------------------------------------------------------------------------------------ object labels
+def _label_logits(*rows):
+    """(rows, L, 3) logits: each entry a class index (logit 1 there, -1 elsewhere) or a list of 3 logits."""
+    out = torch.full((len(rows), len(rows[0]), 3), -1.0)
+    for r, row in enumerate(rows):
+        for k, v in enumerate(row):
+            if isinstance(v, int):
+                out[r, k, v] = 1.0
+            else:
+                out[r, k] = torch.tensor(v)
+    return out
+
+
+def _labelled(image, gt_object_classes, *logit_rows):
+    inp, out = image
+    inp["instances"].gt_object_classes = torch.tensor(gt_object_classes)
+    inp["vocabulary"] = {"object": ("a", "b", "c"), "part": ()}
+    return inp, dict(out, pred_logits=_label_logits(*logit_rows))
+
+
+def _labelled_images():
+    """Images A and C of the IoU tests, with object logits (3 classes) and GT classes.
+
+    A, points: segment 0 (class 2): Max = output 1 (label 0, wrong), Oracle = output 0 (label 2, right).
+    Segment 1 (class 1): Max = output 0, whose logits tie classes 0 and 1 -> first = 0 (wrong);
+    Oracle = output 2 (label 1, right).
+    A, boxes: segment 0: IoUs [1, 1, 0] tie -> Oracle = output 0 (label 2, right), Max = output 1
+    (label 1, wrong). Segment 1: all IoUs 0 -> Oracle = output 0 = Max (label 1, right).
+    C (class 0): Max = Oracle = output 2 (label 0, right).
+    """
+    a = _labelled(_image_a(), [2, 1], [2, 0, 1], [[0.5, 0.5, -1.0], 2, 1], [2, 1, 0], [1, 0, 0])
+    c = _labelled(_image_c(), [0], [2, 1, 0])
+    return a, c
+
+
+def test_summarize_labels_hand_values():
+    labels = np.array([[2, 0, 1], [0, 2, 1], [2, 1, 0], [1, 1, 1]])
+    gt = np.array([2, 1, 0, -1])  # the last segment is unlabelled: not scored
+    ious = np.array([[1, 1 / 3, 0], [0.5, 0.5, 1], [1 / 3, 2 / 3, 1], [1, 0, 0]])
+    picks = np.array([1, 0, 2, 0])
+    res = ie.summarize_labels(labels, gt, ious, picks)
+    assert list(res) == ["num_labelled_segments", "label_acc@Max", "label_acc@Oracle"]
+    _check(res, {"num_labelled_segments": 3, "label_acc@Max": 100 / 3, "label_acc@Oracle": 100.0})
+    # Oracle ties resolve to the first maximum: IoUs [1, 1, 0] -> output 0.
+    tie = ie.summarize_labels(np.array([[2, 1, 1]]), np.array([2]), np.array([[1.0, 1.0, 0.0]]), np.array([1]))
+    _check(tie, {"label_acc@Max": 0.0, "label_acc@Oracle": 100.0})
+    assert ie.summarize_labels(labels[:1], np.array([-1]), ious[:1], picks[:1]) == {"num_labelled_segments": 0}
+    with pytest.raises(ValueError, match="labels and ious must be"):
+        ie.summarize_labels(labels, gt, ious[:, :2], picks)
+
+
+def test_evaluator_scores_object_labels_of_max_and_oracle(tmp_path):
+    ev = InteractiveEvaluator("toy", str(tmp_path), distributed=False)
+    (a_in, a_out), (c_in, c_out) = _labelled_images()
+    ev.process([a_in], [a_out])
+    ev.process(*map(list, zip(_image_b())))  # no segment: nothing to label
+    ev.process([c_in], [c_out])
+    res = ev.evaluate()
+    # The IoU metrics are those of the same predictions without logits.
+    _check(res["interactive"], _expected_point_metrics())
+    _check(res["interactive"], {"num_labelled_segments": 3, "label_acc@Max": 100 / 3, "label_acc@Oracle": 100.0})
+    _check(res["box"], {"num_labelled_segments": 2, "label_acc@Max": 50.0, "label_acc@Oracle": 100.0})
+    with open(tmp_path / "interactive_results.json") as f:
+        assert json.load(f) == json.loads(json.dumps(res))
+    with open(tmp_path / "interactive_per_segment.json") as f:
+        records = json.load(f)
+    assert [(r["object_labels"], r["gt_object_class"]) for r in records] == [
+        ([2, 0, 1], 2), ([0, 2, 1], 1), ([2, 1, 0], 2), ([1, 0, 0], 1), ([2, 1, 0], 0)
+    ]
+    assert "label_acc@Oracle" in ie.format_results_table(res)
+
+
+def test_evaluator_without_logits_has_no_label_keys(tmp_path):
+    ev = InteractiveEvaluator("toy", str(tmp_path), distributed=False)
+    (a_in, a_out), _ = _labelled_images()
+    a_out.pop("pred_logits")
+    ev.process([a_in], [a_out])  # GT classes and a vocabulary in the input do not matter
+    res = ev.evaluate()
+    assert not any("label" in k for r in res.values() for k in r)
+    with open(tmp_path / "interactive_per_segment.json") as f:
+        assert not any("object_labels" in r for r in json.load(f))
+
+
+def test_evaluator_pools_object_labels_over_processes(monkeypatch):
+    (a_in, a_out), (c_in, c_out) = _labelled_images()
+    other = InteractiveEvaluator(distributed=False)
+    other.process([c_in], [c_out])
+    ev = InteractiveEvaluator()
+    ev.process([a_in], [a_out])
+    monkeypatch.setattr(ie.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(ie.comm, "synchronize", lambda: None)
+    monkeypatch.setattr(
+        ie.comm, "gather", lambda data, dst=0: [data, other._segments if data is ev._segments else other._images]
+    )
+    monkeypatch.setattr(ie.comm, "is_main_process", lambda: True)
+    _check(ev.evaluate()["interactive"], {"num_labelled_segments": 3, "label_acc@Max": 100 / 3,
+                                          "label_acc@Oracle": 100.0})
+
+
+def test_evaluator_label_errors():
+    (a_in, a_out), _ = _labelled_images()
+    a_in["instances"].remove("gt_object_classes")
+    with pytest.raises(KeyError, match="image 11: the outputs have object logits but the input has no "
+                                       "instances.gt_object_classes"):
+        InteractiveEvaluator(distributed=False).process([a_in], [a_out])
+    (a_in, a_out), (c_in, c_out) = _labelled_images()
+    with pytest.raises(ValueError, match=r"image 11: pred_logits \(2, 3, 3\)"):
+        InteractiveEvaluator(distributed=False).process([a_in], [dict(a_out, pred_logits=a_out["pred_logits"][:2])])
+    ev = InteractiveEvaluator("toy", distributed=False)
+    ev.process([a_in], [a_out])
+    c_out.pop("pred_logits")
+    ev.process([c_in], [c_out])
+    with pytest.raises(ValueError, match="toy: 2 of 3 point segments have object labels"):
+        ev.evaluate()
+
+
+class _NamingModel(torch.nn.Module):
+    """A model with (or without) a text encoder that records its calls."""
+
+    def __init__(self, text_encoder: bool):
+        super().__init__()
+        self.text_encoder = torch.nn.Linear(1, 1) if text_encoder else None
+        self.embedded: list[tuple] = []
+        self.calls: list[tuple] = []
+
+    def class_embeddings(self, objects, parts=None):
+        self.embedded.append((tuple(objects), parts))
+        return {"object": torch.eye(len(objects))}
+
+    def inference(self, batched_inputs, **kwargs):
+        emb = kwargs.get("class_embeddings")
+        self.calls.append(([x["image_id"] for x in batched_inputs], None if emb is None else emb["object"].shape[0]))
+        return [{"pred_masks": torch.zeros(len(x["points"]), 1, 2, 2)} for x in batched_inputs]
+
+
+def test_prompted_inference_embeds_each_vocabulary_once_for_a_text_model():
+    model = _NamingModel(text_encoder=True)
+    wrapper = PromptedInference(model)
+    (a_in, _), (c_in, _) = _labelled_images()
+    plain = _image_c()[0]  # no vocabulary (e.g. SA-1B): no logits asked for
+    plain["image_id"] = 14
+    wrapper([a_in, plain, c_in])
+    wrapper([c_in])
+    assert model.embedded == [(("a", "b", "c"), None)]  # once, for both batches
+    assert model.calls == [([11, 13], 3), ([14], None), ([13], 3)]
+    # An explicit class_embeddings is passed as given; the inputs' vocabulary is not embedded.
+    fixed = {"object": torch.zeros(5, 4)}
+    model2 = _NamingModel(text_encoder=True)
+    PromptedInference(model2, class_embeddings=fixed)([a_in])
+    assert model2.embedded == [] and model2.calls == [([11], 5)]
+
+
+def test_prompted_inference_asks_no_labels_of_a_model_without_text_encoder():
+    model = _NamingModel(text_encoder=False)
+    (a_in, _), (c_in, _) = _labelled_images()
+    PromptedInference(model)([a_in, c_in])
+    assert model.embedded == [] and model.calls == [([11, 13], None)]

@@ -14,6 +14,7 @@ TINY_ARGS = [
     "--image-size", "64", "--encode-sizes", "64x96", "--decode-size", "64x96", "--decode-prompts", "1,3",
     "--amg-sizes", "64x96", "--amg-points-per-side", "2", "--amg-off-points-per-side", "2",
     "--train-size", "64", "--tiny-train-size", "64",
+    "--vocabulary-names", "2", "--unicl-context", "8",
 ]
 
 
@@ -44,7 +45,7 @@ def test_every_row_runs_and_writes_json(tiny_run):
     skipped = [(t["row"], t["case"], t["variant"], t["skipped"]) for t in timings if t["skipped"]]
     assert not skipped, skipped
     rows = {t["row"] for t in timings}
-    assert rows == {"ms_deform_attn", "encode", "decode", "amg", "train"}
+    assert rows == {"ms_deform_attn", "encode", "decode", "amg", "vocabulary", "train"}
     for t in timings:
         for key in ("row", "case", "variant", "part", "seconds", "cpu_seconds", "median", "peak_rss_mb", "note"):
             assert key in t, key
@@ -60,6 +61,16 @@ def test_every_row_runs_and_writes_json(tiny_run):
     assert {("encode", "backbone"), ("encode", "pixel decoder"), ("decode", "decoder"), ("decode", "upsampling"),
             ("train", "forward"), ("train", "backward"), ("train", "optimizer step")} <= parts
     assert any(t["variant"] == "after+bf16" for t in timings if t["row"] == "encode")
+    # decoding with labels next to decoding without, for every case
+    for case in {t["case"] for t in timings if t["row"] == "decode"}:
+        labelled = [t for t in timings if t["row"] == "decode" and t["case"] == case and t["variant"] == "after+labels"]
+        assert {t["part"] for t in labelled} == {"decoder", "upsampling", "total"}, case
+    # the vocabulary row: the first 2 names, tiny and UniCL-size text encoders, "after" only
+    vocab = [t for t in timings if t["row"] == "vocabulary"]
+    assert [t["case"] for t in vocab] == ["2 + 0 names x 81 templates, tiny text encoder",
+                                          "2 + 0 names x 81 templates, UniCL 512x12, context 8"]
+    assert all(t["variant"] == "after" and "2 names x 81 templates = 162 texts" in t["note"] for t in vocab)
+    assert "width=512:heads=8:layers=12:context=8" in vocab[1]["note"]
     # the AMG "filters off" case keeps at least one mask
     off = [t for t in timings if t["row"] == "amg" and "filters off" in t["case"]]
     assert off and all(not t["note"].startswith("0 masks") for t in off)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SWINT_CONFIG = "configs/semantic_sam_only_sa-1b_swinT.yaml"
 SWINL_CONFIG = "configs/semantic_sam_only_sa-1b_swinL.yaml"
 TINY_CONFIG = "configs/semantic_sam_tiny_cpu.yaml"
+TINY_TEXT_CONFIG = "configs/semantic_sam_tiny_text.yaml"
+# The UniCL text encoder at the size of 00_reference.yaml's MODEL.TEXT (the paper's), random weights;
+# MODEL.TEXT.CACHE_DIR "" keeps the class-embedding cache in memory.
+UNICL_OVERRIDES = (
+    "MODEL.TEXT.ARCH=unicl", "MODEL.TEXT.WIDTH=512", "MODEL.TEXT.LAYERS=12", "MODEL.TEXT.HEADS=8",
+    "MODEL.TEXT.CACHE_DIR=",
+)
 
-BEFORE, AFTER, AFTER_BF16 = "before", "after", "after+bf16"
+BEFORE, AFTER, AFTER_BF16, AFTER_LABELS = "before", "after", "after+bf16", "after+labels"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,12 +282,13 @@ def size_label(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def build_random_model(config: str, train: bool = False):
-    """(cfg, model) on CPU from ``config`` with random weights (nothing downloaded)."""
+def build_random_model(config: str, train: bool = False, overrides: Sequence[str] = ()):
+    """(cfg, model) on CPU from ``config`` plus ``KEY=VALUE`` ``overrides`` with random weights (nothing
+    downloaded)."""
     from semantic_sam import build_model, load_config
 
     path = config if os.path.isabs(config) else os.path.join(ROOT, config)
-    cfg = load_config(path, ["MODEL.BACKBONE.LOAD_PRETRAINED=False"])
+    cfg = load_config(path, ["MODEL.BACKBONE.LOAD_PRETRAINED=False", *overrides])
     model = build_model(cfg, device="cpu")
     return cfg, model.train(train)
 

@@ -1,4 +1,5 @@
-"""Benchmark rows of the model itself: one deformable-attention op, image encoding, prompt decoding."""
+"""Benchmark rows of the model itself: one deformable-attention op, image encoding, prompt decoding (with and
+without labels)."""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +10,9 @@ import torch.nn.functional as F
 from tools.bench.harness import (
     AFTER,
     AFTER_BF16,
+    AFTER_LABELS,
     BEFORE,
+    UNICL_OVERRIDES,
     Job,
     Laps,
     Timing,
@@ -162,16 +165,26 @@ def _decode_jobs(args) -> list[Job]:
     jobs = []
     for n in args.decode_prompts:
         case = f"{n} click{'s' if n > 1 else ''} x all levels, {size_label(size)}"
-        for v in (BEFORE, AFTER):
+        for v in (BEFORE, AFTER, AFTER_LABELS):
             jobs.append(Job("decode", case, v, {"prompts": n, "size": list(size), "config": args.swint_config}))
     return jobs
 
 
-@row("decode", "decoding clicks on an encoded image, masks at image size", jobs=_decode_jobs)
+def random_class_embeddings(num_objects: int, num_parts: int, dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``{"object": (num_objects, dim), "part": (num_parts, dim)}`` random unit vectors: the decoding cost of
+    labels depends on the vocabulary's size, not on its embeddings (those are the ``vocabulary`` row)."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: F.normalize(torch.randn(n, dim, generator=g), dim=-1)
+            for k, n in (("object", num_objects), ("part", num_parts))}
+
+
+@row("decode", "decoding clicks on an encoded image, masks at image size (after+labels: with object and part "
+     "labels)", jobs=_decode_jobs)
 def bench_decode(args, job: Job) -> list[Timing]:
     from semantic_sam.predictor import ALL_LEVELS, SemanticSamPredictor, levels_to_tokens
 
-    _, model = build_random_model(job.params["config"])
+    labels = job.variant == AFTER_LABELS
+    _, model = build_random_model(job.params["config"], overrides=UNICL_OVERRIDES if labels else ())
     model.eval()
     size = tuple(job.params["size"])
     image, _ = synthetic_image(size)
@@ -195,6 +208,36 @@ def bench_decode(args, job: Job) -> list[Timing]:
             assert masks.shape[-2:] == size
 
         note = "force_pytorch, attn none, aux outputs, full-res logits then > 0"
+    elif labels:
+        # = predictor.predict_low_res(in_points, None, tokens) on the model API, with class embeddings, plus
+        # each mask's object and part label (argmax of its logits)
+        from semantic_sam.data.label_spaces import coco_panoptic_label_space, pascal_part_label_space
+
+        predictor = SemanticSamPredictor(model, short_side=None)
+        predictor.set_image(image)
+        tokens = torch.as_tensor(levels_to_tokens(ALL_LEVELS, predictor.num_tokens))
+        in_points = predictor.transform.apply_coords(points, predictor.original_size)
+        num_objects = len(coco_panoptic_label_space().object_classes)
+        num_parts = len(pascal_part_label_space().part_classes)
+        embeddings = random_class_embeddings(num_objects, num_parts, model.text_encoder.dim_proj)
+        anchors = model.point_to_box(torch.as_tensor(in_points, dtype=torch.float), predictor.input_size,
+                                     predictor.padded_size, "demo")[None]
+        pb = anchors.new_zeros(anchors.shape[:2])
+        p, k = anchors.shape[1], predictor.num_tokens
+
+        def once(laps: Laps) -> None:
+            out = model.decode_prompts(predictor.features, anchors, pb, attn_mask=predictor.attn_mask,
+                                       return_aux=False, class_embeddings=embeddings)
+            low_res = out["pred_masks"][0].view(p, k, *out["pred_masks"].shape[-2:])[:, tokens]
+            object_labels = out["pred_logits"][0].view(p, k, -1)[:, tokens].argmax(-1)
+            part_labels = out["pred_logits_part"][0].view(p, k, -1)[:, tokens].argmax(-1)
+            laps.lap("decoder")
+            masks = predictor.upscale_binary(low_res)
+            laps.lap("upsampling")
+            assert masks.shape[-2:] == size and object_labels.shape == part_labels.shape == (p, len(tokens))
+
+        note = (f"as after, with {num_objects} object + {num_parts} part labels per mask (random unit class "
+                "embeddings, UniCL-size text encoder)")
     else:
         predictor = SemanticSamPredictor(model, short_side=None)  # the image is encoded at its own size
         predictor.set_image(image)
