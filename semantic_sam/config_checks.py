@@ -48,14 +48,13 @@ SAM_IMAGE_FORMATS = ("RGB", "BGR")
 RANDOM_FLIPS = ("none", "horizontal", "vertical")
 # MSDeformAttnPixelDecoder
 FEATURE_ORDERS = ("low2high",)
-# InteractiveDecoder.from_config: options of the reference that the interactive decoder does not implement.
-UNSUPPORTED_DECODER_OPTIONS = {
-    "TWO_STAGE": False,
-    "INITIAL_PRED": False,
-    "LEARN_TGT": False,
-    "PRE_NORM": False,
-    "NUM_OBJECT_QUERIES": 0,
+# InteractiveDecoder.from_config: the values the decoder implements, without generic queries
+# (NUM_OBJECT_QUERIES 0, every released config) and with them (Mask DINO / OpenSeeD's panoptic setting).
+DECODER_OPTIONS = {
+    False: {"TWO_STAGE": False, "INITIAL_PRED": False, "LEARN_TGT": False, "PRE_NORM": False},
+    True: {"TWO_STAGE": True, "INITIAL_PRED": True, "LEARN_TGT": False, "PRE_NORM": False},
 }
+DN_MODES = ("seg", "no")
 
 
 def check_config(cfg: Mapping, sources: Mapping[str, str] | None = None) -> None:
@@ -290,10 +289,18 @@ def _check_query_decoder(c: _Checker, encoder_deform: bool) -> None:
                    "MODEL.ENCODER.TOTAL_NUM_FEATURE_LEVELS")
     else:
         c.integer(d + "TOTAL_NUM_FEATURE_LEVELS", 1)
-    for key, supported in UNSUPPORTED_DECODER_OPTIONS.items():
+    num_queries = c.integer(d + "NUM_OBJECT_QUERIES", 0, " (generic queries; 0 = none)")
+    generic = num_queries > 0
+    if generic and c.get("MODEL.TEXT.ARCH") == "noencoder":
+        c.fail(d + "NUM_OBJECT_QUERIES", "0 only with MODEL.TEXT.ARCH noencoder (generic queries are classified "
+                                          "with the text encoder)")
+    for key, supported in DECODER_OPTIONS[generic].items():
         if c.get(d + key) != supported:
-            c.fail(d + key, f"{supported!r} only (the interactive decoder does not implement the option, unused "
-                            "in every released config)")
+            mode = "with generic queries (NUM_OBJECT_QUERIES > 0)" if generic else "without generic queries"
+            c.fail(d + key, f"{supported!r} only {mode} (the decoder implements Mask DINO's panoptic setting)")
+    c.one_of(d + "DN", DN_MODES)
+    if generic:
+        c.integer(d + "DN_NUM", 0, " (denoising queries per batch)")
 
 
 def _check_losses(c: _Checker) -> None:

@@ -20,7 +20,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, ImageList
 from torch import Tensor, nn
 
-from ..utils.box_ops import box_cxcywh_to_xyxy
+from ..utils.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from ..utils.deprecation import DeprecatedAlias, renamed_kwargs
 from .decoder import prompt_encoder
 from .decoder.prompt_encoder import (
@@ -68,6 +68,8 @@ class SemanticSAM(nn.Module):
         noise_scale: float = 0.4,
         labelled_criterion: Optional[Callable] = None,
         text_cache_dir: Optional[str] = None,
+        generic_criterion: Optional[Callable] = None,
+        generic_test: Optional[Mapping[str, object]] = None,
     ) -> None:
         """
         Args:
@@ -88,6 +90,10 @@ class SemanticSAM(nn.Module):
                 for the training inputs that carry a ``"vocabulary"``; same rules as ``criterion``.
             text_cache_dir: on-disk cache of evaluation class embeddings (``MODEL.TEXT.CACHE_DIR``;
                 None: memory only).
+            generic_criterion: the generic queries' criterion (Hungarian matching, denoising), used with
+                labelled inputs when the decoder has generic queries; same rules as ``criterion``.
+            generic_test: options of :meth:`segment` (``MODEL.DECODER.TEST``: ``object_mask_threshold``,
+                ``overlap_threshold``, ``transform_eval``, ``temperature``, ``detections_per_image``).
         """
         super().__init__()
         self.backbone = backbone
@@ -105,6 +111,8 @@ class SemanticSAM(nn.Module):
         # Plain attributes (not submodules): the criterion must not appear in the state dict.
         self.__dict__["_criterion"] = criterion
         self.__dict__["_labelled_criterion"] = labelled_criterion
+        self.__dict__["_generic_criterion"] = generic_criterion
+        self.generic_test = dict(generic_test or {})
         self.text_cache_dir = text_cache_dir or None
         self.__dict__["_text_cache"] = None
 
@@ -112,6 +120,12 @@ class SemanticSAM(nn.Module):
     def from_config(cls, cfg) -> dict:
         criterion = build_criterion(cfg)  # first: a bad criterion option fails before the parts are built
         labelled_criterion = build_criterion(cfg, labelled=True)
+        generic_criterion = None
+        if cfg.MODEL.DECODER.NUM_OBJECT_QUERIES > 0:
+            from .generic_criterion import build_generic_criterion
+
+            generic_criterion = build_generic_criterion(cfg)
+        test = cfg.MODEL.DECODER.TEST
         backbone = get_registered(BACKBONE, cfg.MODEL.BACKBONE.NAME, "MODEL.BACKBONE.NAME")(cfg)
         head = get_registered(HEAD, cfg.MODEL.HEAD, "MODEL.HEAD")(cfg, backbone.output_shape())
         return {
@@ -127,6 +141,14 @@ class SemanticSAM(nn.Module):
             "noise_scale": cfg.MODEL.DECODER.DN_NOISE_SCALE,
             "labelled_criterion": labelled_criterion,
             "text_cache_dir": cfg.MODEL.TEXT.CACHE_DIR,
+            "generic_criterion": generic_criterion,
+            "generic_test": {
+                "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+                "overlap_threshold": test.OVERLAP_THRESHOLD,
+                "transform_eval": test.PANO_TRANSFORM_EVAL,
+                "temperature": test.PANO_TEMPERATURE,
+                "detections_per_image": cfg.COCO.TEST.DETECTIONS_PER_IMAGE,
+            },
         }
 
     @property
@@ -149,8 +171,17 @@ class SemanticSAM(nn.Module):
     def optional_key_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes a checkpoint may lack entirely (see :func:`semantic_sam.checkpoint.load_checkpoint`):
         the text encoder's, so that an SA-1B-only checkpoint (the released ones) loads into a model whose
-        text encoder came from ``MODEL.TEXT.WEIGHTS``."""
-        return ("sem_seg_head.predictor.lang_encoder.",) if self.text_encoder is not None else ()
+        text encoder came from ``MODEL.TEXT.WEIGHTS``; and the generic queries' selection layers
+        (``enc_output``, ``enc_output_norm``), which no released checkpoint has (they stay initialised)."""
+        prefixes = ("sem_seg_head.predictor.lang_encoder.",) if self.text_encoder is not None else ()
+        if self.has_generic_queries:
+            prefixes += ("sem_seg_head.predictor.enc_output.", "sem_seg_head.predictor.enc_output_norm.")
+        return prefixes
+
+    @property
+    def has_generic_queries(self) -> bool:
+        """Whether the decoder has generic queries (``MODEL.DECODER.NUM_OBJECT_QUERIES`` > 0)."""
+        return int(getattr(self.sem_seg_head.predictor, "num_queries", 0)) > 0
 
     def class_embeddings(self, objects: Sequence[str], parts: Optional[Sequence[str]] = None) -> dict[str, Tensor]:
         """Evaluation class embeddings of a vocabulary (every prompt template averaged, cached per name).
@@ -339,7 +370,8 @@ class SemanticSAM(nn.Module):
             Training: ``dict[str, Tensor]`` of weighted losses (``loss_mask_bce_0``, ..., 5 terms per
             decoder layer; suffix 0 = last layer; labelled data adds ``loss_mask_cls_*`` and, for part data,
             ``loss_mask_part_cls_*``); a list of inputs of several datasets, or a dict, is trained per
-            dataset, and with a dict each loss is prefixed with its dataset name (``sa1b_train.loss_mask_bce_0``).
+            dataset: with a dict each loss is prefixed with its dataset name (``sa1b_train.loss_mask_bce_0``),
+            with a list the datasets' losses of the same name are added.
             Evaluation: the list of :meth:`inference`.
         """
         if not self.training:
@@ -351,8 +383,10 @@ class SemanticSAM(nn.Module):
         prefixed = isinstance(batched_inputs, Mapping)
         losses: dict[str, Tensor] = {}
         for key, inputs in groups:
-            group_losses = self._group_losses(inputs)
-            losses.update({(f"{key}.{k}" if prefixed else k): v for k, v in group_losses.items()})
+            for name, value in self._group_losses(inputs).items():
+                name = f"{key}.{name}" if prefixed else name
+                # a list mixing datasets: the groups' losses of the same name add up
+                losses[name] = losses[name] + value if name in losses else value
         # Every parameter joins the graph on every step, whatever the step's datasets (DDP without
         # find_unused_parameters): one element of each parameter, times 0, goes into the first loss.
         first = next(iter(losses))
@@ -393,7 +427,40 @@ class SemanticSAM(nn.Module):
                 raise RuntimeError("SemanticSAM has no labelled criterion: pass `labelled_criterion=` or build it from a config")
             losses = criterion(outputs, targets, labels=labels)
         weight_dict = criterion.weight_dict
-        return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+        weighted = {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+        if vocabulary is not None and self.has_generic_queries:
+            weighted.update(self._generic_losses(inputs, images, features, class_embeddings))
+        return weighted
+
+    def _generic_losses(
+        self, inputs: list[dict], images: ImageList, features: dict, class_embeddings: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Weighted losses of the generic queries (and their denoising queries) on labelled images."""
+        criterion = self._generic_criterion
+        if criterion is None:
+            raise RuntimeError("SemanticSAM has generic queries but no generic criterion: build it from a config")
+        targets = [self._generic_targets(x["instances"], images.tensor.shape[-2:], "part" in class_embeddings)
+                   for x in inputs]
+        outputs = self.sem_seg_head.predictor.forward_generic(
+            features["multi_scale_features"], features["mask_features"], class_embeddings, targets
+        )
+        losses = criterion(outputs, targets)
+        return {k: v * criterion.weight_dict[k] for k, v in losses.items() if k in criterion.weight_dict}
+
+    def _generic_targets(self, instances, padded_size: Sequence[int], with_parts: bool) -> dict[str, Tensor]:
+        """One labelled image's targets of the generic queries: ``labels`` (G,), ``part_labels`` (G,) (part
+        data), ``masks`` (G, Hp, Wp) bool padded, ``boxes`` (G, 4) cxcywh normalized to the padded frame."""
+        gt_masks = instances.gt_masks
+        gt_masks = gt_masks.tensor if isinstance(gt_masks, BitMasks) else gt_masks
+        hp, wp = int(padded_size[0]), int(padded_size[1])
+        masks = torch.zeros((gt_masks.shape[0], hp, wp), dtype=torch.bool, device=self.device)
+        masks[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks.to(self.device).bool()
+        boxes = BitMasks(masks).get_bounding_boxes().tensor.to(self.device)
+        boxes = box_xyxy_to_cxcywh(boxes) / boxes.new_tensor([wp, hp, wp, hp])
+        targets = {"labels": instances.gt_object_classes.to(self.device, torch.long), "masks": masks, "boxes": boxes}
+        if with_parts:
+            targets["part_labels"] = instances.gt_part_classes.to(self.device, torch.long)
+        return targets
 
     def _prompt_labels(self, instances, targets: "ClickTargets", with_parts: bool) -> dict[str, Tensor]:
         """Each prompt's object and part class (N,) (-1: none) from the GT mask it was drawn from."""
@@ -404,8 +471,11 @@ class SemanticSAM(nn.Module):
                 continue
             if not instances.has(field):
                 raise KeyError(f"labelled training input has no instances.{field}")
-            classes = instances.get(field).to(self.device)
-            out[key] = torch.where(gt >= 0, classes[gt.clamp(min=0)], torch.full_like(gt, -1))
+            classes = instances.get(field).to(self.device, torch.long)
+            labels = torch.full_like(gt, -1)
+            drawn = gt >= 0  # an image without masks has no prompt with a GT
+            labels[drawn] = classes[gt[drawn]]
+            out[key] = labels
         return out
 
     def _sample_prompts(self, batched_inputs: list[dict], images: ImageList) -> list[ClickTargets]:
@@ -499,6 +569,100 @@ class SemanticSAM(nn.Module):
                     attn_mask, point_convention, class_embeddings,
                 )
         return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def segment(
+        self,
+        batched_inputs: list[dict],
+        class_embeddings: Mapping[str, Tensor],
+        *,
+        is_thing: Optional[Sequence[bool]] = None,
+        panoptic: bool = True,
+        instance: bool = True,
+        semantic: bool = True,
+        part_classes: Optional[tuple[Sequence[int], Sequence[int]]] = None,
+    ) -> list[dict]:
+        """Segment whole images with the generic queries into labelled things, stuff (and parts).
+
+        Args:
+            batched_inputs: per image ``"image"`` (3, H, W) uint8 RGB, optional ``"height"``, ``"width"``
+                (output size, default H, W).
+            class_embeddings: the vocabulary (:meth:`class_embeddings`): ``"object"`` (C, D), ``"part"``
+                (C_p, D) for part segmentation.
+            is_thing: (C,) whether each object class is a thing (panoptic: stuff segments of a class merge;
+                with panoptic on, instances keep things only); required for panoptic.
+            panoptic, instance, semantic: which outputs to make (Mask DINO's post-processing,
+                :mod:`semantic_sam.modeling.postprocess`, options from ``MODEL.DECODER.TEST``).
+            part_classes: ``(class_to_object (K,), class_to_part (K,))`` of a part dataset's K
+                ``object:part`` classes: return part instances instead, scored ``sigmoid(object) *
+                sigmoid(part)`` (:func:`~semantic_sam.modeling.postprocess.part_instance_inference`).
+
+        Returns:
+            per image, detectron2's standard outputs: ``"panoptic_seg"`` ``(ids (h, w) int32, segments_info)``,
+            ``"instances"`` (``Instances`` with ``pred_masks``, ``pred_boxes``, ``scores``, ``pred_classes``),
+            ``"sem_seg"`` (C, h, w) scores.
+        """
+        from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+        from . import postprocess
+
+        if not self.has_generic_queries:
+            raise ValueError(
+                "this model has no generic queries (MODEL.DECODER.NUM_OBJECT_QUERIES is 0): it segments prompts only"
+            )
+        if part_classes is None and panoptic and is_thing is None:
+            raise ValueError("panoptic segmentation needs is_thing (which classes are things)")
+        if part_classes is not None and "part" not in class_embeddings:
+            raise ValueError("part segmentation needs part class embeddings (class_embeddings['part'])")
+        for i, x in enumerate(batched_inputs):
+            self._check_segment_input(x, i)
+        opts = self.generic_test
+        topk = int(opts.get("detections_per_image", 100))
+        images = self.preprocess_image([x["image"] for x in batched_inputs])
+        features = self.encode_image(images)
+        out = self.sem_seg_head.predictor.forward_generic(
+            features["multi_scale_features"], features["mask_features"], class_embeddings, return_aux=False
+        )
+        hp, wp = images.tensor.shape[-2:]
+        mask_logits = F.interpolate(out["pred_masks"].float(), size=(hp, wp), mode="bilinear", align_corners=False)
+        results = []
+        for i, x in enumerate(batched_inputs):
+            h, w = images.image_sizes[i]
+            out_h, out_w = int(x.get("height", h)), int(x.get("width", w))
+            masks = sem_seg_postprocess(mask_logits[i], (h, w), out_h, out_w)
+            boxes = postprocess.to_output_boxes(out["pred_boxes"][i].float(), (hp, wp), (h, w), (out_h, out_w))
+            logits = out["pred_logits"][i].float()
+            result: dict = {}
+            if part_classes is not None:
+                result["instances"] = postprocess.part_instance_inference(
+                    logits, out["pred_logits_part"][i].float(), masks, boxes, part_classes[0], part_classes[1], topk
+                )
+                results.append(result)
+                continue
+            if semantic:
+                result["sem_seg"] = postprocess.semantic_inference(
+                    logits, masks, opts.get("transform_eval", True), opts.get("temperature", 0.06)
+                )
+            if panoptic:
+                result["panoptic_seg"] = postprocess.panoptic_inference(
+                    logits, masks, is_thing,
+                    object_mask_threshold=opts.get("object_mask_threshold", 0.25),
+                    overlap_threshold=opts.get("overlap_threshold", 0.8),
+                    transform_eval=opts.get("transform_eval", True),
+                    temperature=opts.get("temperature", 0.06),
+                )
+            if instance:
+                result["instances"] = postprocess.instance_inference(
+                    logits, masks, boxes, topk, keep_classes=is_thing if panoptic else None
+                )
+            results.append(result)
+        return results
+
+    @staticmethod
+    def _check_segment_input(x: dict, i: int) -> None:
+        if not isinstance(x, Mapping) or "image" not in x:
+            raise KeyError(f"input {i} must be a dict with an 'image' entry")
+        _check_image(x["image"], f"input {i}: image")
 
     def _decode_one(
         self,

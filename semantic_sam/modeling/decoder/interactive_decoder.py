@@ -65,6 +65,8 @@ class InteractiveDecoder(nn.Module):
         noise_scale: float = 0.4,
         point_noise_factor: float = 0.01,
         lang_encoder: Optional[nn.Module] = None,
+        num_queries: int = 0,
+        dn_num: int = 100,
     ) -> None:
         """
         Args:
@@ -84,6 +86,10 @@ class InteractiveDecoder(nn.Module):
             point_noise_factor: extra factor on the jitter of point prompts (0.01 in the reference).
             lang_encoder: the text encoder (a :class:`~semantic_sam.modeling.language.TextEncoder`
                 with ``logit_scale`` and ``dim_proj`` = ``dim_proj``), or None (no labels).
+            num_queries: generic queries (``NUM_OBJECT_QUERIES``; 0: no generic path, the released models).
+                With generic queries the decoder has two more modules, ``enc_output`` (Linear C -> C) and
+                ``enc_output_norm`` (LayerNorm), for the two-stage selection (:meth:`forward_generic`).
+            dn_num: denoising queries per training batch (``DN_NUM``; 0 or ``DN: no`` disables them).
         """
         super().__init__()
         self.hidden_dim = hidden_dim
@@ -96,6 +102,15 @@ class InteractiveDecoder(nn.Module):
         if lang_encoder is not None and int(lang_encoder.dim_proj) != dim_proj:
             raise ValueError(f"the text encoder embeds in {lang_encoder.dim_proj} dimensions, the heads in {dim_proj}")
         self.lang_encoder = lang_encoder
+        if num_queries < 0 or dn_num < 0:
+            raise ValueError(f"num_queries and dn_num must be >= 0, got {num_queries} and {dn_num}")
+        if num_queries > 0 and lang_encoder is None:
+            raise ValueError("generic queries classify with the text encoder: build the decoder with lang_encoder")
+        self.num_queries = num_queries
+        self.dn_num = dn_num
+        if num_queries > 0:
+            self.enc_output = nn.Linear(hidden_dim, hidden_dim)
+            self.enc_output_norm = nn.LayerNorm(hidden_dim)
         # Language-side projections (released keys): the text content of generic denoising queries,
         # the object head and the part head.
         self.lang_mapper = nn.Parameter(torch.empty(dim_proj, hidden_dim))
@@ -138,19 +153,29 @@ class InteractiveDecoder(nn.Module):
         from ..language import build_text_encoder
 
         dec = cfg.MODEL.DECODER
-        unsupported = {
-            "MODEL.DECODER.TWO_STAGE": (dec.TWO_STAGE, False),
-            "MODEL.DECODER.INITIAL_PRED": (dec.INITIAL_PRED, False),
+        generic = dec.NUM_OBJECT_QUERIES > 0
+        required = {
+            "MODEL.DECODER.TWO_STAGE": (dec.TWO_STAGE, generic),
+            "MODEL.DECODER.INITIAL_PRED": (dec.INITIAL_PRED, generic),
             "MODEL.DECODER.LEARN_TGT": (dec.LEARN_TGT, False),
             "MODEL.DECODER.PRE_NORM": (dec.PRE_NORM, False),
-            "MODEL.DECODER.NUM_OBJECT_QUERIES": (dec.NUM_OBJECT_QUERIES, 0),
         }
-        for key, (value, supported) in unsupported.items():
+        for key, (value, supported) in required.items():
             if value != supported:
+                mode = "with generic queries (NUM_OBJECT_QUERIES > 0)" if generic else "without generic queries"
                 raise ConfigError(
-                    f"{key}={value!r} is not supported by the interactive decoder (only {supported!r}, "
-                    "as in every released Semantic-SAM config)"
+                    f"{key}={value!r} is not supported {mode}: only {supported!r} (as Mask DINO / OpenSeeD's panoptic "
+                    "configs and every released Semantic-SAM config)"
                 )
+        if dec.NUM_OBJECT_QUERIES < 0:
+            raise ConfigError(f"MODEL.DECODER.NUM_OBJECT_QUERIES={dec.NUM_OBJECT_QUERIES}: must be >= 0")
+        if generic and cfg.MODEL.TEXT.ARCH == "noencoder":
+            raise ConfigError(
+                "MODEL.DECODER.NUM_OBJECT_QUERIES > 0 (generic, labelled segmentation) needs a text encoder: set "
+                "MODEL.TEXT.ARCH to unicl or open_clip (it is 'noencoder')"
+            )
+        if dec.DN not in ("seg", "no"):
+            raise ConfigError(f"MODEL.DECODER.DN={dec.DN!r}: expected 'seg' (denoising queries) or 'no'")
         num_heads = dec.QUERY_DECODER_NHEADS
         if num_heads <= 0:
             num_heads = dec.NHEADS
@@ -170,6 +195,8 @@ class InteractiveDecoder(nn.Module):
             "noise_scale": dec.DN_NOISE_SCALE,
             "point_noise_factor": dec.POINT_NOISE_FACTOR,
             "lang_encoder": build_text_encoder(cfg),
+            "num_queries": dec.NUM_OBJECT_QUERIES,
+            "dn_num": dec.DN_NUM if dec.DN == "seg" else 0,
         }
 
     # ------------------------------------------------------------------------------------------
@@ -351,6 +378,76 @@ class InteractiveDecoder(nn.Module):
         ]
         out = dict(per_layer[-1])
         out["aux_outputs"] = per_layer[:-1]
+        return out
+
+    def forward_generic(
+        self,
+        multi_scale_features: Sequence[Tensor],
+        mask_features: Tensor,
+        class_embeddings: Mapping[str, Tensor],
+        targets: Optional[Sequence[Mapping[str, Tensor]]] = None,
+        return_aux: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ) -> dict:
+        """Segment the images with the generic queries (see :mod:`.generic_queries`).
+
+        Args:
+            multi_scale_features, mask_features: as :meth:`forward`.
+            class_embeddings: ``{"object": (C_o, D), "part": (C_p, D)}`` (``"part"`` optional).
+            targets: training only: per image ``"labels"``, optional ``"part_labels"``, ``"boxes"`` (cxcywh
+                normalized to the padded frame): denoising queries are made from them (``dn_num`` > 0).
+            return_aux: also return the initial prediction and layers 0..L-2 (``aux_outputs``).
+            generator: source of the denoising box noise.
+
+        Returns:
+            ``pred_logits`` (B, Q, C_o), ``pred_logits_part`` (B, Q, C_p) with parts, ``pred_masks`` (B, Q, h, w),
+            ``pred_boxes`` (B, Q, 4) of the last layer; ``aux_outputs``: L dicts (initial prediction, layers
+            0..L-2); ``interm_outputs``: the two-stage selection's; with denoising queries ``dn_outputs`` (the
+            same keys and ``aux_outputs``) and ``dn_meta`` ``{"num_groups": G, "max_gt": m}``.
+        """
+        from .generic_queries import denoising_queries, generic_heads, generic_self_attn_mask, select_queries
+
+        if self.num_queries == 0:
+            raise ValueError("this decoder has no generic queries (MODEL.DECODER.NUM_OBJECT_QUERIES is 0)")
+        memory, spatial_shapes, feature_level_start_index = self.flatten_memory(multi_scale_features)
+        content, anchors, interm = select_queries(
+            self, memory, spatial_shapes, mask_features, class_embeddings, self.num_queries
+        )
+        dn = None
+        if self.training and targets is not None and self.dn_num > 0:
+            dn = denoising_queries(targets, class_embeddings, self.lang_mapper, self.dn_num, self.noise_scale, generator)
+        num_dn, dn_meta = 0, None
+        if dn is not None:
+            dn_content, dn_anchors, dn_meta = dn
+            num_dn = dn_content.shape[1]
+            content = torch.cat([dn_content.to(content.dtype), content], dim=1)
+            anchors = torch.cat([dn_anchors.to(anchors.dtype), anchors], dim=1)
+        tgt_mask = None
+        if num_dn:
+            tgt_mask = generic_self_attn_mask(num_dn, dn_meta["num_groups"], content.shape[1] - num_dn, content.device)
+        hs, references = self.decoder(
+            tgt=content,
+            refpoints_unsigmoid=anchors,
+            memory=memory,
+            spatial_shapes=spatial_shapes,
+            feature_level_start_index=feature_level_start_index,
+            tgt_mask=tgt_mask,
+        )
+        sets = []
+        if return_aux:
+            sets.append(generic_heads(self, content, anchors.sigmoid(), mask_features, class_embeddings, True))
+        layers = range(len(hs)) if return_aux else [len(hs) - 1]
+        sets += [generic_heads(self, hs[l], references[l], mask_features, class_embeddings) for l in layers]
+
+        def split(part: slice) -> list[dict]:
+            return [{k: v[:, part] for k, v in outputs.items()} for outputs in sets]
+
+        generic = split(slice(num_dn, None))
+        out = {**generic[-1], "aux_outputs": generic[:-1], "interm_outputs": interm}
+        if num_dn:
+            dn_sets = split(slice(0, num_dn))
+            out["dn_outputs"] = {**dn_sets[-1], "aux_outputs": dn_sets[:-1]}
+            out["dn_meta"] = dn_meta
         return out
 
     @staticmethod
