@@ -116,3 +116,23 @@ def test_labelled_training_data_needs_a_text_encoder(data, tmp_path):
     assert proc.returncode == 2
     assert "error: DATASETS.TRAIN: 'coco_2017_train_panoptic_interactive_labelled' is labelled data" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_joint_training_with_generic_queries_in_two_gloo_processes(data, tmp_path):
+    """SA-1B clicks + COCO panoptic (labelled clicks and generic queries with denoising) in 2 processes."""
+    out = str(tmp_path / "generic")
+    generic = os.path.join(ROOT, "configs", "semantic_sam_tiny_generic.yaml")
+    datasets = ["--num-gpus", "2", "--dist-url", "auto", "--config-file", generic, *SMALL[:-2], "DATASETS.TEST=[]",
+                "DATASETS.TRAIN=['sam_train','coco_2017_train_panoptic_interactive_labelled']",
+                f"OUTPUT_DIR={out}", "SOLVER.MAX_ITER=2", "SOLVER.CHECKPOINT_PERIOD=100",
+                "SAM.TRAIN.BATCH_SIZE_TOTAL=2", "COCO.TRAIN.BATCH_SIZE_TOTAL=2"]
+    proc = _run(datasets, data["tsv"], data["labelled"])
+    _check_ok(proc)
+    metrics = _last_training_metrics(out)
+    coco = "coco_2017_train_panoptic_interactive_labelled."
+    for key in ("generic_loss_mask_cls_0", "generic_loss_mask_dice_0", "generic_loss_bbox_0_interm",
+                "generic_loss_mask_cls_0_dn", "loss_mask_cls_0"):
+        assert math.isfinite(metrics[coco + key]), key
+    assert not any(k.startswith("sam_train.generic") for k in metrics)  # SA-1B images get no generic queries
+    assert any(k.endswith("enc_output.weight") for k in _final(out)["model"])
