@@ -13,6 +13,14 @@ Layout under ``--output`` (``ROOT``), and the variables that point ``train_net.p
     ROOT/coco/panoptic_val2017/sa_N.png
     ROOT/coco/annotations/panoptic_val2017.json
 
+With ``--labelled panoptic parts`` (default: neither), the labelled layouts of both splits too, read by
+``datasets/register_builtin_labelled.py`` (``builtin_panoptic_{train,val}``, ``builtin_parts_{train,val}``;
+their images are those of ``ROOT/sa1b_json/{train,val}``)::
+
+    ROOT/builtin_panoptic/panoptic_{train,val}/sa_N.png    objects and stuff, COCO panoptic
+    ROOT/builtin_panoptic/panoptic_{train,val}.json
+    ROOT/builtin_parts/{train,val}.json                    parts and sub-parts, VLPart's Pascal-Part JSON
+
 The train scenes are images ``0..num_train-1`` of seed ``--seed`` (ids from 1), the val
 scenes images ``0..num_val-1`` of seed ``--seed + 1`` (ids from 1000001), so val is held out.
 The train TSV shards are written by the project's converter (tools/convert_sa1b_to_tsv.py).
@@ -20,14 +28,25 @@ The train TSV shards are written by the project's converter (tools/convert_sa1b_
 The COCO-panoptic copy of a val scene is its finest partition: every pixel goes to the
 smallest annotated mask that contains it (masks nest, so that is the deepest one); each
 segment's category is the tier of its mask in the scene hierarchy (stuff / group / object / part / subpart).
-Deterministic in ``--seed``; importable: :func:`make_builtin_data`, :func:`finest_partition`.
+
+The labelled layouts name every mask by its scene name (``synthetic.name``; the classes of
+:mod:`datasets.builtin_labels`). *Panoptic*: one segment per object (thing) and per stuff region; an
+object's segment is its whole mask, parts included. A group is not a segment: its members are; the
+group's pixels outside its members' masks (a member whose mask the generator dropped) form one more
+segment of the members' object class, unless smaller than ``min_area``. *Parts*: every part and sub-part
+mask as an ``object:part`` annotation (its SA-1B RLE and box), ``object`` being the name of the nearest
+enclosing object (or group); all the part classes are listed as ``categories`` in every split.
+
+Deterministic in ``--seed``; importable: :func:`make_builtin_data`, :func:`finest_partition`,
+:func:`write_builtin_panoptic`, :func:`write_builtin_parts`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-from typing import Sequence
+import sys
+from typing import Iterable, Sequence
 
 import numpy as np
 from panopticapi.utils import id2rgb
@@ -37,14 +56,27 @@ from pycocotools import mask as mask_utils
 if __name__ == "__main__" and not __package__:
     raise SystemExit("run it from the repository root as a module: python -m tools.make_builtin_data [options]")
 
+from datasets.builtin_labels import builtin_panoptic_categories, builtin_part_categories  # noqa: E402
+from datasets.register_builtin_labelled import builtin_panoptic_paths, builtin_parts_paths  # noqa: E402
 from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths  # noqa: E402
 from datasets.tiny_coco_panoptic import segment_info  # noqa: E402
 from tools.convert_sa1b_to_tsv import convert_sa1b_to_tsv  # noqa: E402
 from tools.make_synthetic_sa1b import TIERS, make_synthetic_sa1b  # noqa: E402
 
-__all__ = ["PANOPTIC_CATEGORIES", "VAL_START_ID", "builtin_env", "finest_partition", "make_builtin_data", "main"]
+__all__ = [
+    "LABELLED_LAYOUTS",
+    "PANOPTIC_CATEGORIES",
+    "VAL_START_ID",
+    "builtin_env",
+    "finest_partition",
+    "main",
+    "make_builtin_data",
+    "write_builtin_panoptic",
+    "write_builtin_parts",
+]
 
 VAL_START_ID = 1000001
+LABELLED_LAYOUTS = ("panoptic", "parts")
 # One category per tier of the scene hierarchy; "stuff" regions are COCO stuff (isthing 0).
 PANOPTIC_CATEGORIES = [
     {"id": k + 1, "name": tier, "supercategory": tier, "isthing": int(tier != "stuff")}
@@ -139,6 +171,155 @@ def drop_small_masks(pairs: Sequence[tuple[str, str]], min_area: int) -> int:
     return removed
 
 
+# -- labelled layouts ---------------------------------------------------------------------------
+def _read_scene(json_path: str) -> tuple[dict, list[dict], list[int | None]]:
+    """A scene's SA-1B record, its annotations' ``synthetic`` entries and each one's parent index."""
+    with open(json_path, encoding="utf-8") as f:
+        record = json.load(f)
+    anns = record["annotations"]
+    index = {a["id"]: k for k, a in enumerate(anns)}
+    scene = []
+    for a in anns:
+        syn = a.get("synthetic")
+        if not (isinstance(syn, dict) and {"name", "level", "parent"} <= set(syn)):
+            raise ValueError(
+                f"{json_path}: annotation {a.get('id')} has no 'synthetic' name, level and parent "
+                "(not a scene of tools/make_synthetic_sa1b.py)"
+            )
+        scene.append(syn)
+    return record, scene, [index.get(syn["parent"]) for syn in scene]
+
+
+def _ancestor(k: int | None, scene: list[dict], parents: list[int | None], tiers: tuple[str, ...]) -> int | None:
+    """The nearest of annotation ``k`` and its ancestors whose tier is one of ``tiers``."""
+    while k is not None and scene[k]["level"] not in tiers:
+        k = parents[k]
+    return k
+
+
+def _object_of(k: int, scene: list[dict], parents: list[int | None], json_path: str) -> int:
+    """The enclosing object (or group, named after its members) of part ``k``."""
+    obj = _ancestor(k, scene, parents, ("object", "group"))
+    if obj is None:
+        raise ValueError(f"{json_path}: {scene[k]['level']} {scene[k]['name']!r} lies in no object")
+    return obj
+
+
+def _image_entry(record: dict, jpg: str, image_root: str) -> dict:
+    if os.path.abspath(os.path.dirname(jpg)) != os.path.abspath(image_root):
+        raise ValueError(f"{jpg}: the labelled layouts read their images from {image_root}, not from here")
+    img = record["image"]
+    return {
+        "id": int(img["image_id"]),
+        "file_name": os.path.basename(jpg),
+        "height": int(img["height"]),
+        "width": int(img["width"]),
+    }
+
+
+def _builtin_panoptic_record(jpg: str, json_path: str, paths: dict, min_area: int) -> tuple[dict, dict]:
+    record, scene, parents = _read_scene(json_path)
+    image_entry = _image_entry(record, jpg, paths["image_root"])
+    h, w = image_entry["height"], image_entry["width"]
+    masks = np.stack([mask_utils.decode(a["segmentation"]).astype(bool) for a in record["annotations"]])
+    # A pixel's segment is the stuff region, object or group (none of its members) of its finest mask.
+    roots = [_ancestor(k, scene, parents, ("stuff", "object", "group")) for k in range(len(scene))]
+    for k, r in enumerate(roots):
+        if r is None:
+            raise ValueError(f"{json_path}: {scene[k]['level']} {scene[k]['name']!r} lies in no object")
+    segment_of = np.array([*roots, -1], np.int64)[finest_partition(masks)]  # owner -1 (no mask) -> -1
+    category = {(c["isthing"], c["name"]): c["id"] for c in builtin_panoptic_categories()}
+    ids = np.zeros((h, w), np.int64)
+    segments = []
+    for r in sorted(set(roots)):
+        seg = segment_of == r
+        tier, name = scene[r]["level"], scene[r]["name"]
+        if not seg.any() or (tier == "group" and seg.sum() < min_area):
+            continue
+        cid = category.get((int(tier != "stuff"), name))
+        if cid is None:
+            kind = "stuff" if tier == "stuff" else "object"
+            raise ValueError(f"{json_path}: {tier} {name!r} is not a built-in {kind} class (datasets/builtin_labels)")
+        ids[seg] = r + 1
+        segments.append(segment_info(r + 1, cid, seg))
+    stem = os.path.splitext(image_entry["file_name"])[0]
+    Image.fromarray(id2rgb(ids)).save(os.path.join(paths["panoptic_root"], stem + ".png"))
+    return image_entry, {"image_id": image_entry["id"], "file_name": stem + ".png", "segments_info": segments}
+
+
+def _progress(items: Sequence, desc: str, progress: bool) -> Iterable:
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img")
+
+
+def write_builtin_panoptic(
+    pairs: Sequence[tuple[str, str]], root: str, split: str, min_area: int = 1, progress: bool = False
+) -> str:
+    """Write the scenes ``pairs`` ((jpg, json) paths, the jpgs in ``ROOT/sa1b_json/<split>``) as the
+    ``builtin_panoptic_<split>`` layout under ``root`` (see the module docstring).
+
+    Args:
+        min_area: a group's leftover segment (pixels outside its members' masks) smaller than this is void.
+        progress: show a progress bar.
+
+    Returns:
+        The panoptic JSON path.
+    """
+    paths = builtin_panoptic_paths(split, root)
+    for d in (paths["panoptic_root"], os.path.dirname(paths["panoptic_json"])):
+        os.makedirs(d, exist_ok=True)
+    data = {"images": [], "annotations": [], "categories": builtin_panoptic_categories()}
+    for jpg, js in _progress(pairs, f"builtin_panoptic_{split}", progress):
+        image_entry, ann_entry = _builtin_panoptic_record(jpg, js, paths, min_area)
+        data["images"].append(image_entry)
+        data["annotations"].append(ann_entry)
+    with open(paths["panoptic_json"], "w", encoding="utf-8") as f:
+        json.dump(data, f, separators=(",", ":"))
+    return paths["panoptic_json"]
+
+
+def write_builtin_parts(pairs: Sequence[tuple[str, str]], root: str, split: str, progress: bool = False) -> str:
+    """Write the scenes ``pairs`` ((jpg, json) paths, the jpgs in ``ROOT/sa1b_json/<split>``) as the
+    ``builtin_parts_<split>`` layout under ``root``: VLPart's Pascal-Part JSON (see the module docstring);
+    ``progress`` shows a progress bar.
+
+    Returns:
+        The JSON path.
+    """
+    paths = builtin_parts_paths(split, root)
+    os.makedirs(os.path.dirname(paths["json_file"]), exist_ok=True)
+    categories = builtin_part_categories()
+    category = {c["name"]: c["id"] for c in categories}
+    data: dict = {"images": [], "annotations": [], "categories": categories}
+    for jpg, js in _progress(pairs, f"builtin_parts_{split}", progress):
+        record, scene, parents = _read_scene(js)
+        image_entry = _image_entry(record, jpg, paths["image_root"])
+        data["images"].append(image_entry)
+        for k, (ann, syn) in enumerate(zip(record["annotations"], scene)):
+            if syn["level"] not in ("part", "subpart"):
+                continue
+            name = f"{scene[_object_of(k, scene, parents, js)]['name']}:{syn['name']}"
+            if name not in category:
+                raise ValueError(f"{js}: annotation {ann['id']}: {name!r} is not a built-in part class")
+            data["annotations"].append(
+                {
+                    "id": ann["id"],
+                    "image_id": image_entry["id"],
+                    "category_id": category[name],
+                    "segmentation": ann["segmentation"],
+                    "bbox": ann["bbox"],
+                    "area": ann["area"],
+                    "iscrowd": 0,
+                }
+            )
+    with open(paths["json_file"], "w", encoding="utf-8") as f:
+        json.dump(data, f, separators=(",", ":"))
+    return paths["json_file"]
+
+
 def builtin_env(root: str) -> dict[str, str]:
     """The environment variables that point the dataset registrations at ``root``'s splits."""
     root = os.path.abspath(root)
@@ -159,6 +340,7 @@ def make_builtin_data(
     min_area: int = 48,
     num_shards: int = 4,
     progress: bool = False,
+    labelled: Sequence[str] = (),
 ) -> dict[str, str]:
     """Write the train split (SA-1B JSON + TSV shards) and the val split (SA-1B JSON + COCO panoptic).
 
@@ -172,10 +354,15 @@ def make_builtin_data(
             stride-4 masks to resolve).
         num_shards: TSV shards of the train split.
         progress: show progress bars.
+        labelled: labelled layouts of both splits to write as well, of :data:`LABELLED_LAYOUTS`
+            (``"panoptic"``, ``"parts"``); they leave the other outputs unchanged.
 
     Returns:
         :func:`builtin_env` of ``output``.
     """
+    unknown = [k for k in labelled if k not in LABELLED_LAYOUTS]
+    if unknown:
+        raise ValueError(f"labelled: unknown layout {unknown[0]!r}; expected some of {LABELLED_LAYOUTS}")
     env = builtin_env(output)
     train = make_synthetic_sa1b(env["SAM_JSON"], num_train, seed=seed, size=size, progress=progress)
     drop_small_masks(train, min_area)
@@ -185,6 +372,11 @@ def make_builtin_data(
     )
     drop_small_masks(val, min_area)
     write_coco_panoptic(val, output)
+    for split, pairs in (("train", train), ("val", val)):
+        if "panoptic" in labelled:
+            write_builtin_panoptic(pairs, output, split, min_area, progress)
+        if "parts" in labelled:
+            write_builtin_parts(pairs, output, split, progress)
     return env
 
 
@@ -198,17 +390,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-area", type=int, default=48, help="drop masks under this many pixels (default 48)")
     parser.add_argument("--num-shards", type=int, default=4)
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    env = make_builtin_data(
-        args.output,
-        args.num_train,
-        args.num_val,
-        seed=args.seed,
-        size=args.size,
-        min_area=args.min_area,
-        num_shards=args.num_shards,
-        progress=not args.no_progress,
+    parser.add_argument(
+        "--labelled",
+        nargs="+",
+        choices=LABELLED_LAYOUTS,
+        default=[],
+        help="also write these labelled layouts of both splits (builtin_panoptic_*, builtin_parts_*)",
     )
+    args = parser.parse_args(argv)
+    try:
+        env = make_builtin_data(
+            args.output,
+            args.num_train,
+            args.num_val,
+            seed=args.seed,
+            size=args.size,
+            min_area=args.min_area,
+            num_shards=args.num_shards,
+            progress=not args.no_progress,
+            labelled=args.labelled,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("wrote the built-in data; point train_net.py at it with:")
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     return 0

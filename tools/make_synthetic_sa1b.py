@@ -3,20 +3,21 @@
     python tools/make_synthetic_sa1b.py --output DIR --num-images N --seed S [--size 320]
 
 writes ``DIR/sa_<id>.jpg`` and ``DIR/sa_<id>.json`` in the SA-1B download layout, the JSON in
-SA-1B's schema. Each scene has textured "stuff" regions (sky, ground, pond, ...) and objects
+SA-1B's schema. Each scene has textured "stuff" regions (sky, ground, water, wall, floor) and objects
 built from parts that have their own sub-parts (a house: wall > window > pane, door > knob,
-roof, chimney; a face: head > eye > pupil, hat > band; a flower: bloom > petals, centre >
-seeds; a car, a tree, a robot, a target of nested rings, a spotted critter, a striped ball),
-sometimes in groups of 2-4 alike objects, at varied scales, colours and occlusions. Textures
-(stripes, checkers, gradients, noise) vary inside a region without making new masks, so a
+roof, chimney; a face: head > eye > pupil, nose, mouth, hat > brim, band, shoulders; a flower:
+bloom > petals, centre > seeds; a car, a tree, a robot, a target of nested rings, a spotted bug, a
+striped ball), sometimes in groups of 2-4 alike objects, at varied scales, colours and occlusions.
+Textures (stripes, checkers, gradients, noise) vary inside a region without making new masks, so a
 model must learn part boundaries rather than colour edges.
 
 Every pixel belongs to exactly one painted region; a mask is the union of its region and all
 its descendants', so masks nest like a tree and a click lies in 1-6 masks (stuff, group,
 object, part, sub-part, ...). Besides the SA-1B keys, each annotation carries
-``"synthetic": {"name", "level", "parent"}`` (``level`` = the region's tier of the scene hierarchy,
-one of :data:`TIERS`, not a user level; ``parent`` = annotation id of the enclosing mask or ``null``),
-which SA-1B readers ignore.
+``"synthetic": {"name", "level", "parent"}`` (``name`` = a plain-English name, the class names of
+:mod:`datasets.builtin_labels`; a group is named after its members, e.g. ``"house"``; ``level`` = the
+region's tier of the scene hierarchy, one of :data:`TIERS`, not a user level; ``parent`` = annotation
+id of the enclosing mask or ``null``), which SA-1B readers ignore.
 
 Output is a deterministic function of ``--seed`` and the image index (image ``i`` does not
 depend on ``--num-images``). Importable: :func:`make_synthetic_sa1b`, :func:`render_scene`.
@@ -211,10 +212,11 @@ def _house(sc: _Scene, f: _Frame, parent: int | None) -> int:
     return obj
 
 
-def _character(sc: _Scene, f: _Frame, parent: int | None) -> int:
+def _face(sc: _Scene, f: _Frame, parent: int | None) -> int:
     rng = sc.rng
-    obj = sc.node("character", "object", parent)
-    sc.region("body", "part", obj, sc.polys_mask([f.pts([[-0.45, 0.65], [0.45, 0.65], [0.75, 1.3], [-0.75, 1.3]])]))
+    obj = sc.node("face", "object", parent)
+    shoulders = sc.polys_mask([f.pts([[-0.45, 0.65], [0.45, 0.65], [0.75, 1.3], [-0.75, 1.3]])])
+    sc.region("shoulders", "part", obj, shoulders)
     head = sc.region("head", "part", obj, sc.polys_mask([f.ellipse(0, 0.05, 0.55, 0.65)]))
     dx = rng.uniform(-0.05, 0.05)
     for x in (-0.22, 0.22):
@@ -278,7 +280,7 @@ def _car(sc: _Scene, f: _Frame, parent: int | None) -> int:
             body,
             sc.polys_mask([f.pts([[u0, -0.05], [u1, -0.05], [u1 - 0.06, -0.38], [u0 + 0.04, -0.38]])]),
         )
-    sc.region("light", "subpart", body, sc.polys_mask([f.ellipse(0.9, 0.15, 0.07, 0.06)]))
+    sc.region("headlight", "subpart", body, sc.polys_mask([f.ellipse(0.9, 0.15, 0.07, 0.06)]))
     sc.region("door", "subpart", body, sc.polys_mask([f.rect(-0.35, 0.05, 0.25, 0.45)]))
     for x in (-0.58, 0.58):
         wheel = sc.region("wheel", "part", obj, sc.polys_mask([f.ellipse(x, 0.55, 0.24, 0.24)]))
@@ -315,14 +317,14 @@ def _tree(sc: _Scene, f: _Frame, parent: int | None) -> int:
     rng = sc.rng
     obj = sc.node("tree", "object", parent)
     sc.region("trunk", "part", obj, sc.polys_mask([f.rect(-0.11, 0.1, 0.11, 1.0)]))
-    crown = sc.region("crown", "part", obj, sc.polys_mask([f.blob(0, -0.25, 0.75, rng)]))
+    foliage = sc.region("foliage", "part", obj, sc.polys_mask([f.blob(0, -0.25, 0.75, rng)]))
     fruit_color = _random_color(rng)
     for _ in range(int(rng.integers(2, 7))):
         r, a = rng.uniform(0, 0.42), rng.uniform(0, 2 * math.pi)
         sc.region(
             "fruit",
             "subpart",
-            crown,
+            foliage,
             sc.polys_mask([f.ellipse(r * math.cos(a), -0.25 + r * math.sin(a), 0.08, 0.08)]),
             fruit_color,
         )
@@ -349,9 +351,9 @@ def _robot(sc: _Scene, f: _Frame, parent: int | None) -> int:
     return obj
 
 
-def _critter(sc: _Scene, f: _Frame, parent: int | None) -> int:
+def _bug(sc: _Scene, f: _Frame, parent: int | None) -> int:
     rng = sc.rng
-    obj = sc.node("critter", "object", parent)
+    obj = sc.node("bug", "object", parent)
     body = sc.region("body", "part", obj, sc.polys_mask([f.blob(0, 0.1, 0.8, rng, wobble=0.35)]))
     spot_color = None
     for _ in range(int(rng.integers(2, 6))):
@@ -375,13 +377,13 @@ def _ball(sc: _Scene, f: _Frame, parent: int | None) -> int:
 
 TEMPLATES: dict[str, Callable[[_Scene, _Frame, int | None], int]] = {
     "house": _house,
-    "character": _character,
+    "face": _face,
     "flower": _flower,
     "car": _car,
     "target": _target,
     "tree": _tree,
     "robot": _robot,
-    "critter": _critter,
+    "bug": _bug,
     "ball": _ball,
 }
 
@@ -399,7 +401,7 @@ def _background(sc: _Scene) -> None:
         sc.region("ground", "stuff", None, ~sc.polys_mask([top]))
         if rng.random() < 0.4:
             f = _Frame(w * rng.uniform(0.2, 0.8), min(h - 1, y0 + (h - y0) * 0.5), (h - y0) * rng.uniform(0.3, 0.6), 0)
-            sc.region("pond", "stuff", None, sc.polys_mask([f.blob(0, 0, 1.0, rng, wobble=0.3)]))
+            sc.region("water", "stuff", None, sc.polys_mask([f.blob(0, 0, 1.0, rng, wobble=0.3)]))
     else:
         sc.region("wall", "stuff", None, np.ones((h, w), bool))
         if rng.random() < 0.6:
@@ -430,7 +432,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
             k = int(rng.integers(2, 5))
             s *= 0.7
             step = s * rng.uniform(1.6, 2.1)
-            group = sc.node(f"{name} group", "group")
+            group = sc.node(name, "group")  # not a class of its own: named after its members
             x0 = cx - step * (k - 1) / 2
             for j in range(k):
                 TEMPLATES[name](sc, _Frame(x0 + j * step, cy + rng.uniform(-0.15, 0.15) * s, s, angle), group)

@@ -1,0 +1,214 @@
+"""The built-in model's labelled synthetic data: COCO-panoptic objects and Pascal-Part-style parts.
+
+Written by ``python -m tools.make_builtin_data --output ROOT --labelled panoptic parts`` and
+registered (lazily: nothing is read until a dataset is loaded) by :func:`register_builtin_labelled`
+under the dataset root (``$DETECTRON2_DATASETS``, else ``$DATASET``, else ``./datasets``; the
+tool prints ``DETECTRON2_DATASETS=ROOT``)::
+
+    sa1b_json/{train,val}/sa_N.jpg                     the images (those of the SA-1B layout)
+    builtin_panoptic/panoptic_{train,val}/sa_N.png     COCO panoptic PNGs
+    builtin_panoptic/panoptic_{train,val}.json         COCO panoptic JSONs
+    builtin_parts/{train,val}.json                     VLPart's Pascal-Part JSON layout
+
+* ``builtin_panoptic_train`` / ``builtin_panoptic_val``: the objects (things) and stuff regions, one
+  segment each; an object's segment holds its parts. Label space
+  :func:`datasets.builtin_labels.builtin_panoptic_label_space` (9 things, 5 stuff), config section ``COCO``.
+* ``builtin_parts_train`` / ``builtin_parts_val``: every part and sub-part as an ``object:part``
+  annotation (compressed RLE, ``bbox``). Label space :func:`datasets.builtin_labels.builtin_part_label_space`
+  (46 classes, 8 objects, 39 parts), config section ``PASCAL_PART``.
+
+The dataset dicts are those of the COCO panoptic labelled set
+(:mod:`datasets.register_coco_panoptic_labelled`: ``segments_info`` with ``category_id`` =
+``object_id`` = contiguous class, ``part_id`` = -1) and of the part sets
+(:func:`datasets.register_part_datasets.load_part_json`), so the labelled mapper
+(:class:`datasets.labelled_dataset_mapper.LabelledDatasetMapper`) reads them as it reads COCO and
+Pascal-Part. Training splits drop images without segments.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from typing import Any
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from semantic_sam.data.label_spaces import NO_PART
+
+from .builtin_labels import (
+    builtin_panoptic_categories,
+    builtin_panoptic_label_space,
+    builtin_part_categories,
+    builtin_part_label_space,
+)
+from .json_files import read_json_object
+from .register_coco_panoptic_interactive import PanopticJSONError, dataset_root, load_coco_panoptic_interactive
+from .register_part_datasets import PartJSONError, load_part_json
+
+__all__ = [
+    "BUILTIN_LABELLED_DATASETS",
+    "BUILTIN_SPLITS",
+    "builtin_panoptic_metadata",
+    "builtin_panoptic_paths",
+    "builtin_parts_paths",
+    "load_builtin_panoptic",
+    "load_builtin_parts",
+    "register_builtin_labelled",
+]
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_SPLITS = ("train", "val")
+BUILTIN_LABELLED_DATASETS = tuple(f"builtin_{kind}_{s}" for kind in ("panoptic", "parts") for s in BUILTIN_SPLITS)
+
+
+def _check_split(split: str) -> None:
+    if split not in BUILTIN_SPLITS:
+        raise ValueError(f"split must be one of {BUILTIN_SPLITS}, got {split!r}")
+
+
+def builtin_panoptic_paths(split: str, root: str | None = None) -> dict[str, str]:
+    """``image_root``, ``panoptic_root`` and ``panoptic_json`` of a split under ``root`` (default: the
+    environment's dataset root)."""
+    _check_split(split)
+    root = dataset_root() if root is None else root
+    return {
+        "image_root": os.path.join(root, "sa1b_json", split),
+        "panoptic_root": os.path.join(root, "builtin_panoptic", f"panoptic_{split}"),
+        "panoptic_json": os.path.join(root, "builtin_panoptic", f"panoptic_{split}.json"),
+    }
+
+
+def builtin_parts_paths(split: str, root: str | None = None) -> dict[str, str]:
+    """``image_root`` and ``json_file`` of a split under ``root`` (default: the environment's dataset root)."""
+    _check_split(split)
+    root = dataset_root() if root is None else root
+    return {
+        "image_root": os.path.join(root, "sa1b_json", split),
+        "json_file": os.path.join(root, "builtin_parts", f"{split}.json"),
+    }
+
+
+def _missing(path: str, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"built-in labelled data: {what} not found: expected {path!r}. Write it with "
+        "python -m tools.make_builtin_data --output ROOT --labelled panoptic parts, and set "
+        "$DETECTRON2_DATASETS to ROOT (see DATASET.md)."
+    )
+
+
+def builtin_panoptic_metadata() -> dict[str, Any]:
+    """The label space plus detectron2's panoptic class metadata: every class name under
+    ``thing_classes`` and ``stuff_classes`` (as for COCO), dataset id -> contiguous id for things and stuff."""
+    cats = builtin_panoptic_categories()
+    return {
+        "stuff_classes": [c["name"] for c in cats],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: k for k, c in enumerate(cats) if c["isthing"]},
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: k for k, c in enumerate(cats) if not c["isthing"]},
+        **builtin_panoptic_label_space().metadata(),
+    }
+
+
+def load_builtin_panoptic(
+    image_root: str, panoptic_root: str, panoptic_json: str, drop_empty_images: bool = False
+) -> list[dict]:
+    """Read a built-in panoptic split into labelled dataset dicts (as COCO panoptic labelled's).
+
+    Raises:
+        FileNotFoundError: a folder or the JSON is missing (names the path and the command that writes it).
+        PanopticJSONError: as :func:`load_coco_panoptic_interactive`, or a segment's category id is not
+            a built-in panoptic class (names the file, the segment and the id).
+    """
+    for path, what, check in (
+        (image_root, "image folder", os.path.isdir),
+        (panoptic_root, "panoptic PNG folder", os.path.isdir),
+        (panoptic_json, "panoptic JSON", os.path.isfile),
+    ):
+        if not check(path):
+            raise _missing(path, what)
+    to_class = {c["id"]: k for k, c in enumerate(builtin_panoptic_categories())}
+    dicts = []
+    for i, d in enumerate(load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)):
+        segments = []
+        for j, seg in enumerate(d["segments_info"]):
+            cid = seg["category_id"]
+            if cid not in to_class:
+                raise PanopticJSONError(
+                    f"{panoptic_json}: annotations[{i}].segments_info[{j}] has category_id {cid}, which is not one "
+                    f"of the built-in panoptic categories (ids 1..{len(to_class)})"
+                )
+            if not seg.get("iscrowd", 0):
+                segments.append(dict(seg, category_id=to_class[cid], object_id=to_class[cid], part_id=NO_PART))
+        if segments or not drop_empty_images:
+            dicts.append(dict(d, segments_info=segments))
+    logger.info("built-in panoptic: %d images from %s", len(dicts), panoptic_json)
+    return dicts
+
+
+def load_builtin_parts(json_file: str, image_root: str, drop_empty_images: bool = False) -> list[dict]:
+    """Read a built-in part split into part dataset dicts (as :func:`load_part_json`'s).
+
+    The JSON must list exactly the built-in ``object:part`` classes as ``categories``, with ids 1..K in
+    class order, so that class, object and part ids are those of :func:`builtin_part_label_space`.
+
+    Raises:
+        FileNotFoundError: the image folder or the JSON is missing.
+        PartJSONError: as :func:`load_part_json`, or the categories are not the built-in classes.
+    """
+    if not os.path.isdir(image_root):
+        raise _missing(image_root, "image folder")
+    if not os.path.isfile(json_file):
+        raise _missing(json_file, "part JSON")
+    categories = read_json_object(json_file, PartJSONError, "part JSON", "COCO-style JSON").get("categories")
+    expected = [(c["id"], c["name"]) for c in builtin_part_categories()]
+    found = None
+    if isinstance(categories, list) and all(isinstance(c, dict) for c in categories):
+        found = [(c.get("id"), c.get("name")) for c in categories]
+    if found != expected:
+        raise PartJSONError(
+            f"{json_file}: 'categories' must be the {len(expected)} built-in part classes with ids 1..{len(expected)} "
+            f"in order ({expected[0][1]!r}, {expected[1][1]!r}, ...), as tools/make_builtin_data.py writes them"
+        )
+    # load_part_json takes no label space; its "paco_lvis" family builds one from the JSON's own categories
+    # (object:part names, class id = rank of the category id), which the check above makes the built-in one.
+    return load_part_json(json_file, image_root, "paco_lvis", None, drop_empty_images)
+
+
+def register_builtin_labelled(root: str | None = None) -> list[str]:
+    """Register :data:`BUILTIN_LABELLED_DATASETS` under ``root`` (default: the environment, read now)
+    and return the names. Files are read when a dataset is loaded; registering again replaces the
+    earlier registration."""
+    root = dataset_root() if root is None else root
+    part_space = builtin_part_label_space()
+    names = []
+    for split in BUILTIN_SPLITS:
+        drop_empty = split == "train"
+        pan = builtin_panoptic_paths(split, root)
+        parts = builtin_parts_paths(split, root)
+        entries = (
+            (
+                f"builtin_panoptic_{split}",
+                partial(load_builtin_panoptic, **pan, drop_empty_images=drop_empty),
+                dict(config_section="COCO", ignore_label=255, **pan, **builtin_panoptic_metadata()),
+            ),
+            (
+                f"builtin_parts_{split}",
+                partial(load_builtin_parts, **parts, drop_empty_images=drop_empty),
+                dict(
+                    config_section="PASCAL_PART",
+                    thing_dataset_id_to_contiguous_id={c["id"]: k for k, c in enumerate(builtin_part_categories())},
+                    **parts,
+                    **part_space.metadata(),
+                ),
+            ),
+        )
+        for name, load, meta in entries:
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
+            if name in MetadataCatalog.list():
+                MetadataCatalog.remove(name)
+            DatasetCatalog.register(name, load)
+            MetadataCatalog.get(name).set(**meta)
+            names.append(name)
+    logger.info("registered the built-in labelled datasets under %s: %s", root, ", ".join(names))
+    return names
