@@ -169,9 +169,9 @@ def load_builtin_parts(json_file: str, image_root: str, drop_empty_images: bool 
             f"{json_file}: 'categories' must be the {len(expected)} built-in part classes with ids 1..{len(expected)} "
             f"in order ({expected[0][1]!r}, {expected[1][1]!r}, ...), as tools/make_builtin_data.py writes them"
         )
-    # load_part_json takes no label space; its "paco_lvis" family builds one from the JSON's own categories
-    # (object:part names, class id = rank of the category id), which the check above makes the built-in one.
-    return load_part_json(json_file, image_root, "paco_lvis", None, drop_empty_images)
+    return load_part_json(
+        json_file, image_root, "builtin_parts", None, drop_empty_images, label_space=builtin_part_label_space()
+    )
 
 
 def register_builtin_labelled(root: str | None = None) -> list[str]:

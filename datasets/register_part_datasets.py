@@ -189,8 +189,10 @@ def _bbox_of(segm: list | dict, height: int, width: int) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------ categories
-def _family_classes(family: str, categories: list[dict], path: str) -> tuple[LabelSpace, dict[int, int]]:
-    """The family's label space and JSON category id -> contiguous class id."""
+def _family_classes(
+    family: str, categories: list[dict], path: str, label_space: LabelSpace | None = None
+) -> tuple[LabelSpace, dict[int, int]]:
+    """The family's label space (or ``label_space``) and JSON category id -> contiguous class id."""
     cat_ids: dict[int, str] = {}
     for i, c in enumerate(categories):
         where = f"categories[{i}]"
@@ -201,6 +203,16 @@ def _family_classes(family: str, categories: list[dict], path: str) -> tuple[Lab
         cat_ids[cid] = name
     if not cat_ids:
         raise PartJSONError(f"{path}: 'categories' is empty")
+
+    if label_space is not None:  # a given label space: categories matched by their object:part name
+        to_class = {}
+        for cid, name in cat_ids.items():
+            try:
+                split_object_part(name)
+                to_class[cid] = label_space.class_id(name)
+            except LabelSpaceError as e:
+                raise PartJSONError(f"{path}: category {cid}: {e}") from None
+        return label_space, to_class
 
     if family == "paco_lvis":
         try:
@@ -245,8 +257,12 @@ def load_part_json(
     family: str,
     dataset_name: str | None = None,
     drop_empty_images: bool = False,
+    label_space: LabelSpace | None = None,
 ) -> list[dict]:
     """Read a part dataset's COCO-style JSON into detectron2 dataset dicts (see the module docstring).
+
+    ``label_space``: the classes of a family this module does not know (e.g. the built-in synthetic parts):
+    JSON categories are matched to its ``object:part`` class names (``family`` then only names it).
 
     Checks the parts of the JSON that are used: ``categories`` (``id``, ``name``; names must be
     classes of the family, e.g. ``object:part`` for Pascal-Part), ``images`` (``id``, ``file_name``,
@@ -270,7 +286,7 @@ def load_part_json(
     categories = _items(data, "categories", p)
     images = _items(data, "images", p)
     annotations = _items(data, "annotations", p)
-    space, to_class = _family_classes(family, categories, p)
+    space, to_class = _family_classes(family, categories, p, label_space)
     if dataset_name is not None:
         MetadataCatalog.get(dataset_name).set(**space.metadata())
 
