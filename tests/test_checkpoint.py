@@ -193,3 +193,80 @@ def test_non_finite_weights_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"1 tensor\(s\) hold NaN or infinite values, e.g. bias"):
         load_checkpoint(model, tmp_path / "inf.pth")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------------------
+# Optional parts: the text encoder (``sem_seg_head.predictor.lang_encoder.*``)
+# ------------------------------------------------------------------------------------------------
+TINY_TEXT = os.path.join(ROOT, "configs", "semantic_sam_tiny_text.yaml")
+LANG = "sem_seg_head.predictor.lang_encoder."
+
+
+def _text_model(seed: int) -> nn.Module:
+    """The tiny model (same sizes as the parity model) with a tiny random text encoder."""
+    from semantic_sam.build import build_model
+    from semantic_sam.config import load_config
+
+    torch.manual_seed(seed)
+    return build_model(load_config(TINY_TEXT))
+
+
+def test_released_checkpoint_without_text_weights_loads_into_a_text_model(tiny_model):
+    model = _text_model(0)
+    language = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(LANG)}
+    assert model.optional_key_prefixes == (LANG,) and len(language) > 0
+    report = load_checkpoint(model, RELEASED, strict=True)
+    assert report.ok and report.applied
+    assert report.missing == [] and report.unexpected == [] and report.mismatched == []
+    assert report.kept == list(language) and report.kept_prefixes == [LANG]
+    assert len(report.loaded) == 324
+    assert f"{len(language)} keys of optional parts ({LANG}*)" in str(report)
+    state = model.state_dict()
+    for k, v in language.items():  # the text encoder keeps its own weights
+        assert torch.equal(state[k], v), k
+    for k, v in torch.load(RELEASED, weights_only=True).items():
+        assert torch.equal(state[k[len("model.") :]], v), k
+
+    # and segments exactly as the model without a text encoder
+    load_checkpoint(tiny_model, RELEASED)
+    g = torch.Generator().manual_seed(0)
+    x = {"image": torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8, generator=g),
+         "points": torch.tensor([[20.0, 30.0], [60.0, 10.0]])}
+    (ours,) = model.eval().inference([x])
+    (released,) = tiny_model.eval().inference([x])
+    for key in ("pred_masks", "pred_ious", "pred_boxes"):
+        assert torch.equal(ours[key], released[key]), key
+
+
+def test_own_text_model_checkpoint_roundtrip(tmp_path):
+    src, dst = _text_model(0), _text_model(1)
+    path = save_release_checkpoint(src, tmp_path / "text.pth")
+    report = load_checkpoint(dst, path, strict=True)
+    assert report.ok and report.kept == [] and len(report.loaded) == len(dst.state_dict())
+    _assert_same_weights(src, dst)
+
+
+def test_partial_text_weights_are_refused(tmp_path):
+    src = _text_model(0)
+    state = state_dict_for_release(src)
+    dropped = "model." + LANG + "lang_proj"
+    del state[dropped]
+    torch.save(state, tmp_path / "partial.pth")
+    dst = _text_model(1)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match="1 missing") as info:
+        load_checkpoint(dst, tmp_path / "partial.pth", strict=True)
+    assert info.value.report.missing == [LANG + "lang_proj"] and info.value.report.kept == []
+    assert LANG + "lang_proj" in str(info.value)
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_text_weights_into_a_model_without_a_text_encoder_are_unexpected(tmp_path, tiny_model):
+    src = _text_model(0)
+    path = save_release_checkpoint(src, tmp_path / "text.pth")
+    language = [k for k in src.state_dict() if k.startswith(LANG)]
+    assert tiny_model.optional_key_prefixes == ()
+    with pytest.raises(CheckpointMismatchError, match=f"{len(language)} unexpected") as info:
+        load_checkpoint(tiny_model, path, strict=True)
+    assert info.value.report.unexpected == language and info.value.report.missing == []
