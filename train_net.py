@@ -10,6 +10,8 @@ Zero-shot COCO interactive evaluation of MODEL.WEIGHTS (or, with --resume and no
 last checkpoint in OUTPUT_DIR):
     python train_net.py --eval_only --num-gpus N --config-file ... \
         COCO.TEST.BATCH_SIZE_TOTAL=N MODEL.WEIGHTS=/path/to/weights.pth
+With generic queries, DATASETS.TEST may also name coco_2017_val_panoptic_generic (PQ, box and mask AP,
+mIoU) and pascal_part_val (part AP); the run then ends with one table of every dataset's numbers.
 
 Resume is exact: model, optimizer, scheduler, grad scaler, iteration, the data stream's position and
 every process's random generators are checkpointed, so a killed and resumed run ends with the same
@@ -23,10 +25,12 @@ import logging
 import os
 import sys
 import weakref
+from collections import OrderedDict
 
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, default_setup, hooks, launch
-from detectron2.evaluation import verify_results
+from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessExitedException
@@ -42,7 +46,7 @@ from semantic_sam.engine import (
     preserved_rng_state,
     restore_rng_state,
 )
-from semantic_sam.evaluation import PromptedInference
+from semantic_sam.evaluation import GenericInference, PromptedInference, is_generic_dataset, summary_table
 from semantic_sam.solver import build_lr_scheduler, build_optimizer
 from semantic_sam.utils.cli import UserError, check_launch_args, exit_on_user_error
 
@@ -127,11 +131,42 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """COCO (or SA-1B) interactive evaluation; images without segments are counted, not fatal.
-        The random generators are left as they were, so that evaluating during training does not
-        change what the training draws next."""
+        """Evaluate ``model`` on every dataset of ``DATASETS.TEST``, each through its own wrapper:
+        interactive datasets (COCO clicks, SA-1B) through :class:`PromptedInference` (images without
+        segments are counted, not fatal), generic ones (COCO panoptic generic, part datasets) through
+        :class:`GenericInference` (whole-image segmentation by the generic queries). When a generic dataset
+        was evaluated, the headline numbers of all datasets are logged in one table. The random generators
+        are left as they were, so that evaluating during training does not change what the training draws
+        next.
+
+        Returns:
+            ``{task: {metric: value}}`` for one dataset, else ``{dataset: {task: {metric: value}}}``.
+        """
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+            raise ValueError(f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} DATASETS.TEST")
+        model = _unwrap(model)
+        results = OrderedDict()
         with preserved_rng_state():
-            return super().test(cfg, PromptedInference(_unwrap(model), precision=cfg.TEST.PRECISION), evaluators)
+            for idx, name in enumerate(cfg.DATASETS.TEST):
+                data_loader = cls.build_test_loader(cfg, name)
+                evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+                if is_generic_dataset(name):
+                    wrapped = GenericInference(model, MetadataCatalog.get(name), precision=cfg.TEST.PRECISION)
+                else:
+                    wrapped = PromptedInference(model, precision=cfg.TEST.PRECISION)
+                results[name] = inference_on_dataset(wrapped, data_loader, evaluator)
+                if comm.is_main_process():
+                    if not isinstance(results[name], dict):
+                        raise TypeError(f"the evaluator of {name} returned {results[name]!r}, not a dict")
+                    logger.info("Evaluation results for %s in csv format:", name)
+                    print_csv_format(results[name])
+        if comm.is_main_process() and any(is_generic_dataset(name) for name in results):
+            logger.info("Evaluation summary (%s):\n%s", ", ".join(results), summary_table(results))
+        if len(results) == 1:
+            return list(results.values())[0]
+        return results
 
     def state_dict(self) -> dict:
         state = super().state_dict()

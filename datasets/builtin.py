@@ -10,9 +10,13 @@ from detectron2.utils import comm
 from semantic_sam.config import ConfigError
 from semantic_sam.data.train_stream import JointTrainLoader, ResumableTrainLoader, TrainingStream, dataset_seed
 from semantic_sam.evaluation import build_evaluator as _build_evaluator
+from semantic_sam.evaluation.generic import is_generic_dataset
 
 from . import interactive_eval
+from .generic_eval import build_generic_test_loader
 from .labelled_dataset_mapper import LabelledDatasetMapper
+from .register_coco_panoptic_generic import register_coco_panoptic_generic
+from .register_builtin_labelled import register_builtin_labelled
 from .register_coco_panoptic_labelled import register_coco_panoptic_labelled
 from .register_part_datasets import register_all_part_datasets
 from .sa1b_dataset_mapper import SA1BDatasetMapper
@@ -31,20 +35,34 @@ logger = logging.getLogger(__name__)
 
 
 def register_datasets(cfg) -> None:
-    """Register every dataset the configs name (SA-1B TSV/JSON, COCO panoptic interactive and
-    labelled, Pascal-Part, PartImageNet, PACO-LVIS).
+    """Register every dataset the configs name (SA-1B TSV/JSON, COCO panoptic interactive, generic and
+    labelled, Pascal-Part, PartImageNet, PACO-LVIS, the built-in model's labelled synthetic scenes).
 
     Registration only records paths from the environment; files are read when a dataset is
     loaded, and a missing folder is then reported with the path and the variable that sets it.
+
+    Raises:
+        ConfigError: a dataset name is not registered, or ``DATASETS.TEST`` names a generic dataset
+            (COCO panoptic generic, a part dataset) for a model without generic queries or text encoder.
     """
     interactive_eval.register_eval_datasets()
+    register_coco_panoptic_generic()
     register_coco_panoptic_labelled()
     register_all_part_datasets()
+    register_builtin_labelled()
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         if name not in DatasetCatalog.list():
             raise ConfigError(
                 f"DATASETS: unknown dataset {name!r}; registered: {', '.join(sorted(DatasetCatalog.list()))}"
             )
+    generic = [name for name in cfg.DATASETS.TEST if is_generic_dataset(name)]
+    if generic and (cfg.MODEL.DECODER.NUM_OBJECT_QUERIES <= 0 or cfg.MODEL.TEXT.ARCH == "noencoder"):
+        raise ConfigError(
+            f"DATASETS.TEST: {generic[0]!r} is evaluated by whole-image segmentation, which needs generic queries: "
+            f"MODEL.DECODER.NUM_OBJECT_QUERIES > 0 and a text encoder (MODEL.TEXT.ARCH unicl or open_clip); "
+            f"this config has NUM_OBJECT_QUERIES={cfg.MODEL.DECODER.NUM_OBJECT_QUERIES}, "
+            f"MODEL.TEXT.ARCH={cfg.MODEL.TEXT.ARCH!r}"
+        )
 
 
 def unavailable_test_datasets(cfg) -> dict[str, str]:
@@ -136,6 +154,11 @@ def build_train_loader(cfg) -> ResumableTrainLoader | JointTrainLoader:
 
 
 def build_test_loader(cfg, dataset_name: str):
+    """The test loader of ``dataset_name``: whole images for generic datasets (COCO panoptic generic, part
+    datasets; :mod:`datasets.generic_eval`), images with prompts for interactive ones
+    (:mod:`datasets.interactive_eval`)."""
+    if is_generic_dataset(dataset_name):
+        return build_generic_test_loader(cfg, dataset_name)
     return interactive_eval.build_test_loader(cfg, dataset_name)
 
 

@@ -4,9 +4,11 @@
     DETECTRON2_DATASETS=/tmp/tiny_root python train_net.py --eval_only ...
 
 Layout written under ``root``: ``coco/val2017/*.jpg``, ``coco/panoptic_val2017/*.png`` and
-``coco/annotations/panoptic_val2017.json``. Image 1 (48x64) has a "thing" rectangle, a
-"thing" disc, a "stuff" background and a crowd region; image 2 (40x40) has only a crowd
-region, so it has no GT segment.
+``coco/annotations/panoptic_val2017.json``, plus what generic evaluation reads, derived from
+them (:func:`datasets.register_coco_panoptic_generic.prepare_generic_annotations`): the semantic
+PNGs ``coco/panoptic_semseg_val2017/*.png`` and ``coco/annotations/instances_val2017.json``.
+Image 1 (48x64) has a "thing" rectangle, a "thing" disc, a "stuff" background and a crowd
+region; image 2 (40x40) has only a crowd region, so it has no GT segment.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 from panopticapi.utils import id2rgb
 from PIL import Image
 
+from datasets.register_coco_panoptic_generic import prepare_generic_annotations
 from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths
 
 __all__ = ["CATEGORIES", "write_tiny_coco_panoptic"]
@@ -64,7 +67,7 @@ def _images(seed: int) -> list[tuple[str, np.ndarray, np.ndarray, list[dict]]]:
 
 
 def write_tiny_coco_panoptic(root: str, seed: int = 0) -> dict:
-    """Write the dataset under ``root`` and return the JSON it wrote."""
+    """Write the dataset under ``root`` and return the panoptic JSON it wrote."""
     paths = coco_panoptic_val_paths(root)
     image_dir, pan_dir = paths["image_root"], paths["panoptic_root"]
     for d in (image_dir, pan_dir, os.path.dirname(paths["panoptic_json"])):
@@ -81,6 +84,7 @@ def write_tiny_coco_panoptic(root: str, seed: int = 0) -> dict:
         data["annotations"].append({"image_id": image_id, "file_name": stem + ".png", "segments_info": segs})
     with open(paths["panoptic_json"], "w", encoding="utf-8") as f:
         json.dump(data, f)
+    prepare_generic_annotations(root, "val2017", instances="always")
     return data
 
 

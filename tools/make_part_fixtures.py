@@ -206,7 +206,7 @@ def _write_pascal_part(root: str, rng: np.random.Generator) -> dict[str, str]:
             kept = [(n, m, c) for n, m, c in entries if n in cat_id]
             for name, m, iscrowd in kept:
                 box = _box(m)
-                anns.append({"id": len(anns), "segmentation": _rle(m), "bbox": box, "category_id": cat_id[name],
+                anns.append({"id": len(anns) + 1, "segmentation": _rle(m), "bbox": box, "category_id": cat_id[name],
                              "image_id": image_id, "iscrowd": iscrowd, "area": box[2] * box[3]})
             if kept:  # VLPart writes only images with annotations
                 images.append({"id": image_id, "file_name": stem + ".jpg", "height": size[0], "width": size[1]})
@@ -227,7 +227,7 @@ def _write_partimagenet(root: str, rng: np.random.Generator) -> dict[str, str]:
     categories = [{"id": i, "name": n, "supercategory": n.split(" ")[0]} for i, n in enumerate(names)]
     cat_id = {c["name"]: c["id"] for c in categories}
     data = {s: {"categories": categories, "images": [], "annotations": []} for s in ("train", "val")}
-    n_ann = 0
+    n_ann = 1  # COCO annotation ids start at 1 (pycocotools never matches id 0)
     for split, synset, index, size, parts in _PARTIMAGENET:
         file_name = f"{synset}/{synset}_{index}.JPEG"
         masks = [_poly_mask(size, poly) for _, poly in parts]

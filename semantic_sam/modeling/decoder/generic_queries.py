@@ -9,7 +9,7 @@ The generic queries run in their own pass of the shared decoder (the interactive
 so a model with generic queries gives the interactive outputs of a model without them; SEMANTIC_SPEC §9 G2):
 
 1. **Selection** (§5.2): ``mem' = enc_output_norm(enc_output(memory))``; each token gets a proposal box (its
-   cell's centre, side ``0.05 * 2 ** level`` in memory level order; tokens whose proposal leaves (0.01, 0.99)
+   cell's centre, side ``0.05 * 2 ** feature_level`` in memory order; tokens whose proposal leaves (0.01, 0.99)
    are invalid and their ``mem'`` is zeroed); tokens are scored by the object head *without* ``decoder_norm``
    (max over classes, and over parts on part data) and the top Q are kept: content ``mem'`` and anchor
    ``_bbox_embed(mem') + proposal``, both detached. The heads on the undetached selection are the
@@ -54,14 +54,14 @@ def encoder_output_proposals(memory: Tensor, spatial_shapes: Tensor) -> tuple[Te
     """
     b = memory.shape[0]
     boxes = []
-    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+    for feature_level, (h, w) in enumerate(spatial_shapes.tolist()):
         ys, xs = torch.meshgrid(
             torch.arange(h, dtype=torch.float32, device=memory.device),
             torch.arange(w, dtype=torch.float32, device=memory.device),
             indexing="ij",
         )
         centre = torch.stack([(xs.flatten() + 0.5) / w, (ys.flatten() + 0.5) / h], dim=-1)
-        side = torch.full_like(centre, 0.05 * 2.0**level)
+        side = torch.full_like(centre, 0.05 * 2.0**feature_level)
         boxes.append(torch.cat([centre, side], dim=-1))
     proposals = torch.cat(boxes)[None].expand(b, -1, -1)
     valid = ((proposals > _PROPOSAL_LOW) & (proposals < _PROPOSAL_HIGH)).all(-1, keepdim=True)

@@ -1,0 +1,604 @@
+"""Generic (whole-image) evaluation through detectron2's evaluators: PQ, box and mask AP, mIoU, part AP.
+
+    model = GenericInference(model, MetadataCatalog.get(name))     # embeds the dataset's names once
+    evaluator = build_generic_evaluator(name, output_dir)
+    results = inference_on_dataset(model, loader, evaluator)
+
+Which evaluators (SEMANTIC_SPEC §9):
+
+* **COCO panoptic** (``evaluator_type`` ``coco_panoptic_seg``, e.g. ``coco_2017_val_panoptic_generic``):
+  detectron2's ``COCOPanopticEvaluator`` (PQ, SQ, RQ; things, stuff) after a check that every GT PNG
+  matches its ``segments_info`` (:func:`check_panoptic_segments`), ``COCOEvaluator`` (box and mask AP
+  on the thing instances of ``metadata.json_file``; GT annotation ids made safe for pycocotools,
+  :class:`CheckedCOCOEvaluator`) and ``SemSegEvaluator`` (mIoU on the 133-class semantic PNGs),
+  combined by :class:`GenericEvaluator`.
+* **Part datasets** (metadata ``config_section`` one of :data:`PART_CONFIG_SECTIONS`, e.g.
+  ``pascal_part_val``): :class:`PartAPEvaluator`, a ``COCOEvaluator`` over the dataset's
+  ``object:part`` classes that also averages AP and AP50 over the seen (base) and unseen (novel)
+  classes of Pascal-Part (SEMANTIC_SPEC §6 "Part AP").
+
+Results are detectron2's (``panoptic_seg``, ``bbox``, ``segm``, ``sem_seg``), written with the
+evaluated weights to ``generic_results.json`` (non-finite numbers as ``null``); :func:`summary_table`
+puts the headline numbers of several datasets, interactive ones included, in one table.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+from PIL import Image
+from tabulate import tabulate
+from torch import nn
+
+from ..data.label_spaces import PASCAL_PART_NOVEL_OBJECTS, split_object_part
+from ..errors import UserError
+from ..utils.precision import inference_autocast
+from .interactive_evaluator import EVAL_PRECISIONS, _device_of, evaluation_dtype
+
+__all__ = [
+    "GENERIC_EVALUATOR_TYPES",
+    "PART_CONFIG_SECTIONS",
+    "CheckedCOCOEvaluator",
+    "CheckedPanopticEvaluator",
+    "GenericEvaluationError",
+    "GenericEvaluator",
+    "GenericInference",
+    "PanopticSegmentsError",
+    "PartAPEvaluator",
+    "build_generic_evaluator",
+    "check_panoptic_segments",
+    "headline_metrics",
+    "is_generic_dataset",
+    "is_part_dataset",
+    "read_panoptic_ids",
+    "read_semantic_png",
+    "summary_table",
+]
+
+logger = logging.getLogger(__name__)
+
+# The reference's evaluator type of COCO panoptic val with semantic PNGs (SEMANTIC_SPEC §7).
+GENERIC_EVALUATOR_TYPES = ("coco_panoptic_seg",)
+# Metadata ``config_section`` of the part datasets (datasets/register_part_datasets.py).
+PART_CONFIG_SECTIONS = ("PASCAL_PART", "PARTIMAGENET", "PACO")
+GENERIC_RESULTS_FILE = "generic_results.json"
+
+
+class GenericEvaluationError(ValueError, UserError):
+    """A model or a dataset that generic evaluation cannot use; the one-line message says which and why."""
+
+
+class PanopticSegmentsError(ValueError, UserError):
+    """A panoptic PNG whose segment ids do not match its ``segments_info``; the message names the file and the id."""
+
+
+# ------------------------------------------------------------------------------------------ datasets
+def is_part_dataset(metadata: Metadata) -> bool:
+    """Whether a dataset's metadata is a part dataset's (its ``config_section`` is a part family's)."""
+    return metadata.get("config_section", None) in PART_CONFIG_SECTIONS
+
+
+def is_generic_dataset(dataset_name: str) -> bool:
+    """Whether ``dataset_name`` is evaluated by whole-image segmentation (generic queries): COCO panoptic
+    with ``evaluator_type`` in :data:`GENERIC_EVALUATOR_TYPES`, or a part dataset."""
+    meta = MetadataCatalog.get(dataset_name)
+    return meta.get("evaluator_type", None) in GENERIC_EVALUATOR_TYPES or is_part_dataset(meta)
+
+
+def read_panoptic_ids(path: str) -> np.ndarray:
+    """The (H, W) int64 segment ids of a COCO panoptic PNG (``R + 256 G + 256² B``; 0 = void)."""
+    with PathManager.open(path, "rb") as f:
+        rgb = np.asarray(Image.open(f).convert("RGB"), dtype=np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def read_semantic_png(path: str, dtype: Any = np.int64) -> np.ndarray:
+    """The (H, W) class ids of a semantic PNG, as ``dtype``. (detectron2's own reader asks NumPy for
+    ``np.array(..., copy=False)``, which NumPy 2 refuses for a PIL image.)"""
+    with PathManager.open(path, "rb") as f:
+        return np.asarray(Image.open(f), dtype=dtype)
+
+
+def check_panoptic_segments(ids: np.ndarray, segments_info: Sequence[Mapping], where: str) -> None:
+    """Check that the segment ids of a panoptic PNG and of its ``segments_info`` are the same set.
+
+    Args:
+        ids: (H, W) segment ids of the PNG (0 = void, not a segment).
+        segments_info: the annotation's segments (each with ``"id"``).
+        where: the PNG (and JSON) named in the error.
+
+    Raises:
+        PanopticSegmentsError: a listed segment id absent from the PNG, a non-zero PNG id that no segment
+            lists, or an id listed twice (the first such id, and how many there are).
+    """
+    listed = [int(s["id"]) for s in segments_info]
+    repeated = sorted({i for i in listed if listed.count(i) > 1})
+    if repeated:
+        raise PanopticSegmentsError(f"{where}: segment id {repeated[0]} is listed more than once in segments_info")
+    present = set(np.unique(ids).tolist()) - {0}
+    absent = [i for i in listed if i not in present]
+    if absent:
+        more = f" ({len(absent)} such ids)" if len(absent) > 1 else ""
+        raise PanopticSegmentsError(
+            f"{where}: segment id {absent[0]} is in segments_info but has no pixel in the PNG{more}"
+        )
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        more = f" ({len(unlisted)} such ids)" if len(unlisted) > 1 else ""
+        raise PanopticSegmentsError(
+            f"{where}: the PNG has pixels of segment id {unlisted[0]}, which segments_info does not list{more}"
+        )
+
+
+# ------------------------------------------------------------------------------------------ the model
+class GenericInference(nn.Module):
+    """Segment whole images with the model's generic queries in a dataset's label space.
+
+    Use it as the model of ``inference_on_dataset``. The dataset's class names are embedded once, on
+    the first call (``model.class_embeddings``, every prompt template averaged, float32, outside
+    autocast), then every batch goes through ``model.segment`` under ``TEST.PRECISION``:
+
+    * **COCO panoptic** metadata (``stuff_classes``: all C class names by contiguous id,
+      ``thing_dataset_id_to_contiguous_id``: which are things): panoptic, instance and semantic outputs
+      (``"panoptic_seg"``, ``"instances"`` with thing classes only, ``"sem_seg"`` (C, h, w)).
+    * **Part** metadata (``object_classes``, ``part_classes``, ``class_to_object``, ``class_to_part``):
+      ``"instances"`` whose ``pred_classes`` are the dataset's K ``object:part`` class ids, scored
+      ``sigmoid(object) * sigmoid(part)``.
+
+    Inputs are the generic evaluation mapper's (``"image"`` (3, H, W) uint8 resized for the test
+    size, ``"height"``/``"width"`` = the original size), so outputs are at the original size. The
+    wrapper starts in the model's train/eval mode, so that ``inference_on_dataset`` leaves the model
+    as it found it.
+
+    Args:
+        model: a ``SemanticSAM`` with generic queries and a text encoder.
+        metadata: the dataset's detectron2 metadata.
+        precision: ``TEST.PRECISION``, one of :data:`EVAL_PRECISIONS` (``"auto"``: float16 autocast on
+            CUDA, float32 on the CPU).
+
+    Raises:
+        GenericEvaluationError: the model has no generic queries or no text encoder, or the metadata
+            lacks the class names.
+    """
+
+    def __init__(self, model: nn.Module, metadata: Metadata, *, precision: str = "auto"):
+        super().__init__()
+        if precision not in EVAL_PRECISIONS:
+            raise ValueError(f"TEST.PRECISION: unknown {precision!r}; expected one of {EVAL_PRECISIONS}")
+        name = metadata.get("name", "N/A")
+        if not getattr(model, "has_generic_queries", False) or getattr(model, "text_encoder", None) is None:
+            raise GenericEvaluationError(
+                f"{name}: generic evaluation needs generic queries: MODEL.DECODER.NUM_OBJECT_QUERIES > 0 and a "
+                "text encoder (MODEL.TEXT.ARCH unicl or open_clip); this model segments prompts only"
+            )
+        self.model = model
+        self.precision = precision
+        self.dataset_name = name
+        self.part_classes: tuple[list[int], list[int]] | None = None
+        self.is_thing: list[bool] | None = None
+        if is_part_dataset(metadata):
+            if metadata.get("class_to_part", None) is None:
+                DatasetCatalog.get(name)  # PACO: the label space comes from its JSON, set when it is loaded
+            self.objects = list(_required(metadata, "object_classes"))
+            self.parts = list(_required(metadata, "part_classes"))
+            self.part_classes = (
+                list(_required(metadata, "class_to_object")),
+                list(_required(metadata, "class_to_part")),
+            )
+        else:
+            self.objects = list(_required(metadata, "stuff_classes"))
+            self.parts = []
+            things = set(_required(metadata, "thing_dataset_id_to_contiguous_id").values())
+            self.is_thing = [c in things for c in range(len(self.objects))]
+        self._class_embeddings: dict[str, torch.Tensor] | None = None
+        self._logged_dtype = False
+        self.train(model.training)
+
+    def class_embeddings(self) -> dict[str, torch.Tensor]:
+        """``{"object": (C_o, D), "part": (C_p, D)}`` of the dataset's vocabulary, computed on the first call."""
+        if self._class_embeddings is None:
+            start = time.perf_counter()
+            self._class_embeddings = self.model.class_embeddings(self.objects, self.parts or None)
+            logger.info(
+                "%s: embedded %d object and %d part names in %.1f s",
+                self.dataset_name, len(self.objects), len(self.parts), time.perf_counter() - start,
+            )
+        return self._class_embeddings
+
+    def forward(self, batched_inputs: list[dict]) -> list[dict]:
+        embeddings = self.class_embeddings()
+        device = _device_of(self.model)
+        dtype = evaluation_dtype(self.precision, device)
+        if not self._logged_dtype:
+            how = "float32" if dtype == torch.float32 else f"{dtype} autocast"
+            logger.info("Segmenting %s on %s in %s (TEST.PRECISION=%s)", self.dataset_name, device, how, self.precision)
+            self._logged_dtype = True
+        with inference_autocast(device, dtype):
+            if self.part_classes is not None:
+                return self.model.segment(batched_inputs, embeddings, part_classes=self.part_classes)
+            return self.model.segment(batched_inputs, embeddings, is_thing=self.is_thing)
+
+
+def _required(metadata: Metadata, key: str) -> Any:
+    value = metadata.get(key, None)
+    if value is None:
+        raise GenericEvaluationError(f"{metadata.get('name', 'N/A')}: the dataset's metadata has no {key!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------ evaluators
+class CheckedPanopticEvaluator(COCOPanopticEvaluator):
+    """detectron2's ``COCOPanopticEvaluator`` with two guards.
+
+    * Each input's GT is checked first: its panoptic PNG (``pan_seg_file_name``) must hold exactly the
+      segments of its ``segments_info`` (:func:`check_panoptic_segments`). panopticapi itself ignores PNG
+      ids without a segment and counts a listed segment without pixels as missed, which would give a
+      wrong PQ silently.
+    * PQ is computed over the dataset's whole label space: when the GT JSON's ``categories`` lack some of
+      the metadata's classes (a subset of COCO, such as the tiny test set), panopticapi would stop at the
+      first prediction of such a class, so the evaluation reads a copy of the JSON that lists them all
+      (classes without GT count only when predicted, as false positives, as with COCO's own JSON).
+    """
+
+    def evaluate(self):
+        if not comm.is_main_process():
+            return super().evaluate()
+        gt_json = self._metadata.panoptic_json
+        with PathManager.open(gt_json, "r") as f:
+            data = json.load(f)
+        listed = {c.get("id") for c in data.get("categories", [])}
+        missing = [c for c in self._label_space_categories() if c["id"] not in listed]
+        if not missing:
+            return super().evaluate()
+        metadata = self._metadata
+        with tempfile.TemporaryDirectory(prefix="panoptic_gt") as tmp:
+            data["categories"] = list(data.get("categories", [])) + missing
+            patched = os.path.join(tmp, os.path.basename(gt_json))
+            with open(patched, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            logger.info("%s lists %d of the %d classes; PQ is computed over all of them", gt_json, len(listed),
+                        len(listed) + len(missing))
+            self._metadata = Metadata(**dict(metadata.as_dict(), panoptic_json=patched))
+            try:
+                return super().evaluate()
+            finally:
+                self._metadata = metadata
+
+    def _label_space_categories(self) -> list[dict]:
+        """``{"id", "name", "isthing"}`` of every class of the metadata (things and stuff)."""
+        names = self._metadata.get("stuff_classes", None) or []
+        things = dict(self._metadata.thing_dataset_id_to_contiguous_id)
+        classes = {**self._metadata.stuff_dataset_id_to_contiguous_id, **things}
+        return [
+            {"id": int(d), "name": names[c] if c < len(names) else str(d), "isthing": int(d in things)}
+            for d, c in sorted(classes.items())
+        ]
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        for inp in inputs:
+            png = inp.get("pan_seg_file_name")
+            if png is None or "segments_info" not in inp:
+                raise KeyError(
+                    f"input {inp.get('file_name')!r} has no 'pan_seg_file_name' / 'segments_info' (the generic "
+                    "evaluation mapper keeps them)"
+                )
+            where = f"{png} (image_id {inp.get('image_id')!r}, {self._metadata.get('panoptic_json', 'panoptic JSON')})"
+            check_panoptic_segments(read_panoptic_ids(png), inp["segments_info"], where)
+        super().process(inputs, outputs)
+
+
+class CheckedCOCOEvaluator(COCOEvaluator):
+    """detectron2's ``COCOEvaluator`` that makes the GT annotations safe for pycocotools first.
+
+    ``COCOeval`` records a match by the GT annotation's id, so a GT whose id is 0 is never counted as
+    matched and a perfect detection of it scores AP 0; ids shared by several annotations mix their
+    matches. It also needs ``iscrowd`` and ``area`` on every GT, which LVIS-style JSONs (PACO) omit.
+    So, in this evaluator's in-memory copy (the file is not changed), with a log line saying what
+    changed: annotations are renumbered 1..N when the ids are not distinct positive ints, a missing
+    ``iscrowd`` is 0 and a missing ``area`` is the area of the annotation's mask.
+    """
+
+    def __init__(self, dataset_name: str, *args, **kwargs):
+        super().__init__(dataset_name, *args, **kwargs)
+        from pycocotools import mask as mask_util
+
+        annotations = self._coco_api.dataset.get("annotations", [])
+        changes = []
+        ids = [a.get("id") for a in annotations]
+        if any(isinstance(i, bool) or not isinstance(i, int) or i <= 0 for i in ids) or len(set(ids)) != len(ids):
+            for new_id, ann in enumerate(annotations, start=1):
+                ann["id"] = new_id
+            changes.append(f"ids renumbered 1..{len(annotations)} (the JSON has ids <= 0 or repeated ids)")
+        no_crowd = [a for a in annotations if "iscrowd" not in a]
+        for ann in no_crowd:
+            ann["iscrowd"] = 0
+        if no_crowd:
+            changes.append(f"iscrowd 0 for {len(no_crowd)} annotations without it")
+        no_area = [a for a in annotations if "area" not in a]
+        for ann in no_area:
+            if ann.get("segmentation"):
+                ann["area"] = float(mask_util.area(self._coco_api.annToRLE(ann)))
+            else:
+                ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+        if no_area:
+            changes.append(f"area from the mask for {len(no_area)} annotations without it")
+        if changes:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._coco_api.createIndex()
+            self._logger.info("%s: GT annotations adjusted for pycocotools: %s", dataset_name, "; ".join(changes))
+
+
+class PartAPEvaluator(CheckedCOCOEvaluator):
+    """COCO box and mask AP over a part dataset's ``object:part`` classes, plus seen/unseen averages.
+
+    The GT is the dataset's COCO-style JSON (``metadata.json_file``); predictions are ``instances`` whose
+    ``pred_classes`` are the dataset's class ids (index into ``metadata.thing_classes``). A JSON category
+    is matched to a class by ``metadata.thing_dataset_id_to_contiguous_id`` when the metadata has it,
+    else by name (case and spacing ignored), so the JSON's own category ids may be anything.
+
+    Besides detectron2's ``AP``, ``AP50``, ... and ``AP-<class>``, ``bbox`` and ``segm`` get ``AP_seen``,
+    ``AP50_seen``, ``AP_unseen`` and ``AP50_unseen``: the mean over the seen (base) / unseen (novel)
+    classes of each class's AP (IoU 0.5:0.95) and AP50, over the classes that have GT (NaN when none
+    has). For Pascal-Part the unseen classes are those of ``bus`` and ``dog`` (16 of 93); other
+    datasets get the averages only when ``novel_classes`` is given.
+
+    Args:
+        dataset_name: a registered part dataset.
+        output_dir: where detectron2 writes the predictions.
+        novel_classes: names of the unseen classes (default: Pascal-Part's for a Pascal-Part dataset).
+        distributed, max_dets_per_image: as for ``COCOEvaluator``.
+
+    Raises:
+        FileNotFoundError: the JSON is missing.
+        GenericEvaluationError: a JSON category that is not a class of the dataset, or classes the JSON
+            does not list.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: str | None = None,
+        *,
+        novel_classes: Sequence[str] | None = None,
+        distributed: bool = True,
+        max_dets_per_image: int | None = None,
+    ):
+        meta = MetadataCatalog.get(dataset_name)
+        if meta.get("thing_classes", None) is None:
+            DatasetCatalog.get(dataset_name)  # PACO: the label space is set when it is loaded
+        json_file = meta.get("json_file", None)
+        if not json_file or not os.path.isfile(json_file):
+            raise FileNotFoundError(
+                f"{dataset_name}: annotation JSON not found: expected {json_file!r}. Set $DETECTRON2_DATASETS (or "
+                "$DATASET) to the folder that holds the dataset folders (see DATASET.md)"
+            )
+        super().__init__(
+            dataset_name,
+            tasks=("bbox", "segm"),
+            distributed=distributed,
+            output_dir=output_dir,
+            max_dets_per_image=max_dets_per_image,
+        )
+        classes = list(meta.thing_classes)
+        id_map = meta.get("thing_dataset_id_to_contiguous_id", None) or self._id_map_by_name(json_file, classes)
+        # detectron2 names its per-class APs by thing_classes in the order of the sorted JSON category ids.
+        self._metadata = Metadata(
+            **dict(
+                meta.as_dict(),
+                thing_dataset_id_to_contiguous_id=dict(id_map),
+                thing_classes=[classes[id_map[cid]] for cid in sorted(id_map)],
+            )
+        )
+        self._class_of_category = dict(id_map)
+        if novel_classes is None and meta.get("label_family", None) == "pascal_part":
+            novel_classes = [n for n in classes if split_object_part(n)[0] in PASCAL_PART_NOVEL_OBJECTS]
+        self._novel: set[int] | None = None
+        if novel_classes is not None:
+            unknown = [n for n in novel_classes if n not in classes]
+            if unknown:
+                raise GenericEvaluationError(
+                    f"{dataset_name}: novel class {unknown[0]!r} is not a class of the dataset"
+                )
+            self._novel = {classes.index(n) for n in novel_classes}
+
+    def _id_map_by_name(self, json_file: str, classes: list[str]) -> dict[int, int]:
+        def key(name: str) -> str:
+            return " ".join(str(name).lower().split())
+
+        index = {key(n): i for i, n in enumerate(classes)}
+        id_map = {}
+        for cid, cat in sorted(self._coco_api.cats.items()):
+            if key(cat.get("name", "")) not in index:
+                raise GenericEvaluationError(
+                    f"{json_file}: category {cid} ({cat.get('name')!r}) is not a class of the dataset "
+                    f"({len(classes)} classes)"
+                )
+            id_map[cid] = index[key(cat["name"])]
+        missing = sorted(set(range(len(classes))) - set(id_map.values()))
+        if missing:
+            raise GenericEvaluationError(
+                f"{json_file}: 'categories' lacks {len(missing)} of the dataset's {len(classes)} classes, e.g. "
+                f"{classes[missing[0]]!r}; part AP needs them all"
+            )
+        return id_map
+
+    def _derive_coco_results(self, coco_eval, iou_type: str, class_names=None) -> dict:
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        if self._novel is None:
+            return results
+        splits = {"seen": lambda c: c not in self._novel, "unseen": lambda c: c in self._novel}
+        for split, member in splits.items():
+            if coco_eval is None:
+                results[f"AP_{split}"] = results[f"AP50_{split}"] = float("nan")
+                continue
+            precision = coco_eval.eval["precision"]  # (IoU thresholds, recall, K, area ranges, max dets)
+            iou_50 = int(np.flatnonzero(np.isclose(coco_eval.params.iouThrs, 0.5))[0])
+            columns = [k for k, cid in enumerate(coco_eval.params.catIds) if member(self._class_of_category[cid])]
+            results[f"AP_{split}"] = _mean_class_ap(precision[:, :, columns, 0, -1])
+            results[f"AP50_{split}"] = _mean_class_ap(precision[iou_50 : iou_50 + 1, :, columns, 0, -1])
+        self._logger.info(
+            "%s AP over seen / unseen classes: %.3f / %.3f (AP50 %.3f / %.3f)", iou_type,
+            results["AP_seen"], results["AP_unseen"], results["AP50_seen"], results["AP50_unseen"],
+        )
+        return results
+
+
+def _mean_class_ap(precision: np.ndarray) -> float:
+    """Mean over classes of each class's AP in percent, from (T, R, K) precisions (-1 = no GT);
+    classes without GT are left out; NaN when none is left."""
+    aps = []
+    for k in range(precision.shape[2]):
+        p = precision[:, :, k]
+        p = p[p > -1]
+        if p.size:
+            aps.append(float(np.mean(p)))
+    return 100.0 * float(np.mean(aps)) if aps else float("nan")
+
+
+class GenericEvaluator(DatasetEvaluators):
+    """detectron2 evaluators of one dataset, combined; on the main process ``evaluate`` also logs the
+    headline numbers and writes ``generic_results.json`` (with ``"weights"``) to ``output_dir``."""
+
+    def __init__(
+        self, evaluators: list, dataset_name: str, output_dir: str | None = None, weights: str | None = None
+    ):
+        super().__init__(evaluators)
+        self.dataset_name = dataset_name
+        self.output_dir = output_dir
+        self.weights = weights
+
+    def evaluate(self) -> "OrderedDict[str, dict]":
+        results = super().evaluate()
+        if not comm.is_main_process():
+            return results
+        logger.info("Generic evaluation of %s:\n%s", self.dataset_name, summary_table({self.dataset_name: results}))
+        if self.output_dir:
+            PathManager.mkdirs(self.output_dir)
+            record = dict(results, weights=self.weights) if self.weights else dict(results)
+            with PathManager.open(os.path.join(self.output_dir, GENERIC_RESULTS_FILE), "w") as f:
+                json.dump(_finite_or_none(record), f, indent=2, allow_nan=False)
+        return results
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def build_generic_evaluator(
+    dataset_name: str,
+    output_dir: str | None = None,
+    weights: str | None = None,
+    *,
+    max_dets_per_image: int = 100,
+) -> GenericEvaluator:
+    """The evaluators of a generic dataset (see the module docstring), combined in a :class:`GenericEvaluator`.
+
+    For COCO panoptic the dataset is loaded first, so that a missing file (image or PNG folder, JSONs,
+    semantic PNGs) is reported by its loader with the path and the variable that sets it.
+
+    Raises:
+        GenericEvaluationError: the dataset is neither COCO panoptic (generic) nor a part dataset.
+    """
+    meta = MetadataCatalog.get(dataset_name)
+    if is_part_dataset(meta):
+        evaluators: list = [PartAPEvaluator(dataset_name, output_dir, max_dets_per_image=max_dets_per_image)]
+    elif meta.get("evaluator_type", None) in GENERIC_EVALUATOR_TYPES:
+        DatasetCatalog.get(dataset_name)
+        evaluators = [
+            CheckedPanopticEvaluator(dataset_name, output_dir),
+            CheckedCOCOEvaluator(
+                dataset_name, tasks=("bbox", "segm"), output_dir=output_dir, max_dets_per_image=max_dets_per_image
+            ),
+            SemSegEvaluator(dataset_name, output_dir=output_dir, sem_seg_loading_fn=read_semantic_png),
+        ]
+    else:
+        raise GenericEvaluationError(
+            f"{dataset_name}: not a generic evaluation dataset (evaluator_type {meta.get('evaluator_type', None)!r}, "
+            f"config_section {meta.get('config_section', None)!r})"
+        )
+    return GenericEvaluator(evaluators, dataset_name, output_dir, weights)
+
+
+# ------------------------------------------------------------------------------------------ summary
+# (task, metric, row name) of the numbers in the summary table, in its row order.
+_HEADLINES: tuple[tuple[str, str, str], ...] = (
+    ("interactive", "1-IoU@Max", "1-IoU@Max"),
+    ("interactive", "1-IoU@Oracle", "1-IoU@Oracle"),
+    ("interactive", "label_acc@Max", "label_acc@Max"),
+    ("interactive", "label_acc@Oracle", "label_acc@Oracle"),
+    ("box", "1-IoU@Max", "box prompt 1-IoU@Max"),
+    ("box", "1-IoU@Oracle", "box prompt 1-IoU@Oracle"),
+    ("panoptic_seg", "PQ", "PQ"),
+    ("panoptic_seg", "SQ", "SQ"),
+    ("panoptic_seg", "RQ", "RQ"),
+    ("panoptic_seg", "PQ_th", "PQ things"),
+    ("panoptic_seg", "SQ_th", "SQ things"),
+    ("panoptic_seg", "RQ_th", "RQ things"),
+    ("panoptic_seg", "PQ_st", "PQ stuff"),
+    ("panoptic_seg", "SQ_st", "SQ stuff"),
+    ("panoptic_seg", "RQ_st", "RQ stuff"),
+    ("bbox", "AP", "box AP"),
+    ("bbox", "AP50", "box AP50"),
+    ("segm", "AP", "mask AP"),
+    ("segm", "AP50", "mask AP50"),
+    ("bbox", "AP_seen", "box AP seen"),
+    ("bbox", "AP50_seen", "box AP50 seen"),
+    ("bbox", "AP_unseen", "box AP unseen"),
+    ("bbox", "AP50_unseen", "box AP50 unseen"),
+    ("segm", "AP_seen", "mask AP seen"),
+    ("segm", "AP50_seen", "mask AP50 seen"),
+    ("segm", "AP_unseen", "mask AP unseen"),
+    ("segm", "AP50_unseen", "mask AP50 unseen"),
+    ("sem_seg", "mIoU", "mIoU"),
+)
+
+
+def headline_metrics(results: Mapping[str, Mapping]) -> "OrderedDict[str, float]":
+    """``{row name: value}`` of one dataset's results (``{task: {metric: value}}``) for the summary table:
+    interactive 1-IoU (and label accuracy), PQ/SQ/RQ (all, things, stuff), box and mask AP and AP50 (with
+    the seen/unseen averages of part datasets) and mIoU, those present."""
+    out: OrderedDict[str, float] = OrderedDict()
+    for task, metric, row in _HEADLINES:
+        value = results.get(task, {}).get(metric) if isinstance(results.get(task), Mapping) else None
+        if value is not None:
+            out[row] = float(value)
+    return out
+
+
+def summary_table(results_by_dataset: Mapping[str, Mapping[str, Mapping]]) -> str:
+    """A metric x dataset table of :func:`headline_metrics` of each dataset: ``pipe`` format, rows in a
+    fixed order (interactive, PQ/SQ/RQ, box and mask AP, part AP seen/unseen, mIoU), 2 decimals, ``nan``
+    where detectron2 could not compute a number, empty where a dataset has no such number."""
+    heads = {name: headline_metrics(res) for name, res in results_by_dataset.items()}
+    rows = [row for _, _, row in _HEADLINES if any(row in h for h in heads.values())]
+    table = [[row] + [_fmt(h.get(row)) for h in heads.values()] for row in rows]
+    headers = ["metric", *heads]
+    return tabulate(table, headers=headers, tablefmt="pipe", stralign="right", disable_numparse=True)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
