@@ -1,5 +1,6 @@
 """The evaluators in two real processes (gloo on CPU): segments are pooled on the main process."""
 import json
+import os
 
 import pytest
 import torch
@@ -46,6 +47,10 @@ def _worker(result_file: str) -> None:
             json.dump(results, f)
     else:
         assert results == {}
+    # End like train_net's launched processes: gloo's threads can abort a normal interpreter exit
+    # ("terminate called without an active exception") after all the work is done.
+    comm.synchronize()
+    os._exit(0)
 
 
 @pytest.mark.slow
