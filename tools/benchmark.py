@@ -26,6 +26,11 @@ Rows (``--rows``; each has cases, each case a "before" and an "after" variant me
   encoder and with UniCL at the reference's size (512 wide, 12 layers, 8 heads; ``--unicl-context``), random
   weights; ``--vocabulary-names`` times the first N names instead (the note scales the time to all 163).
   "after" only: the reference never ran its text path.
+* ``panoptic``: generic segmentation of one image through ``model.segment`` (panoptic + instance + semantic
+  outputs, the 133 COCO panoptic classes, class embeddings computed beforehand and not timed) with the SwinT
+  COCO + SA-1B config's 300 generic queries (``--generic-config``), random weights, at 640x853 and 1024x1024
+  (``--panoptic-sizes``); parts encode / decoder / mask upsampling / semantic / panoptic / instance;
+  "after" (float32) and "after+bf16" only: the reference has no CPU path for it.
 * ``train``: one training iteration (forward, backward, optimizer step) of the tiny config at its image
   size and of SwinT at 1024, one synthetic image with masks in the SA-1B mapper's output format.
 
@@ -38,14 +43,15 @@ filter (see :class:`ReferenceOrderGenerator`). "after" is our defaults. Inferenc
 Every (row, case, variant) runs in a fresh subprocess of this script (hidden ``--single-job``), so its
 peak RSS (``ru_maxrss``) is its own; ``--in-process`` runs them here instead (faster, but peak memory
 is then cumulative). Medians of ``--repeat`` timed runs after ``--warmup`` untimed ones; the expensive
-jobs (SwinL encoding, AMG, SwinT training) cap the repeats at ``--heavy-repeat`` (1) and warm up on a
-small input (``--full-size-warmup`` to warm up at full size). Wall-clock and process CPU seconds are
+jobs (SwinL encoding, AMG, panoptic segmentation, SwinT training) cap the repeats at ``--heavy-repeat`` (1)
+and warm up on a small input (``--full-size-warmup`` to warm up at full size). Wall-clock and process CPU seconds are
 both reported. Load averages at the start and the end are printed: on a loaded machine compare the
 before/after ratios, not absolute times, and pass ``--omp-wait-policy PASSIVE`` (or ``--threads 1``):
 spinning OpenMP threads on oversubscribed cores make 2-thread timings 10-50x slower and meaningless.
 
 Code: ``tools/bench/`` holds the pieces: ``harness`` (records, measuring, environment, shared inputs),
-``rows_model`` (ms_deform_attn, encode, decode), ``rows_amg``, ``rows_text`` (vocabulary), ``rows_train``,
+``rows_model`` (ms_deform_attn, encode, decode), ``rows_amg``, ``rows_text`` (vocabulary),
+``rows_generic`` (panoptic), ``rows_train``,
 ``runner`` (a job here or in a subprocess) and ``report`` (targets and tables); this file is the command line.
 To add a row: in a ``tools/bench/rows_*.py`` module, ``@row("name", "what it measures", jobs=fn_listing_jobs)
 def bench_name(args, job)`` returning a list of :class:`~tools.bench.harness.Timing`, and import the module here.
@@ -64,8 +70,10 @@ if __name__ == "__main__" and not __package__:
 import tools.bench.rows_model  # noqa: E402,F401
 import tools.bench.rows_amg  # noqa: E402,F401
 import tools.bench.rows_text  # noqa: E402,F401
+import tools.bench.rows_generic  # noqa: E402,F401
 import tools.bench.rows_train  # noqa: E402,F401
 from tools.bench.harness import (  # noqa: E402
+    GENERIC_CONFIG,
     ROWS,
     SWINL_CONFIG,
     SWINT_CONFIG,
@@ -94,6 +102,7 @@ QUICK_DEFAULTS = {
     "amg_off_points_per_side": 4,
     "train_size": 256,
     "vocabulary_names": 16,
+    "panoptic_sizes": "160x213",
     "repeat": 1,
 }
 FULL_DEFAULTS = {
@@ -106,6 +115,7 @@ FULL_DEFAULTS = {
     "amg_off_points_per_side": 16,
     "train_size": 1024,
     "vocabulary_names": 0,
+    "panoptic_sizes": "640x853,1024x1024",
     "repeat": 3,
 }
 
@@ -121,7 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=None, help="timed runs per variant, median reported (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
     p.add_argument("--heavy-repeat", type=int, default=1,
-                   help="cap on timed runs for SwinL encoding, AMG and SwinT training (default 1)")
+                   help="cap on timed runs for SwinL encoding, AMG, panoptic segmentation and SwinT training "
+                        "(default 1)")
     p.add_argument("--image-size", type=int, default=None, help="ms_deform_attn row: square image side (1024)")
     p.add_argument("--encode-sizes", default=None, help="encode row: HxW list (1024x1024,640x853)")
     p.add_argument("--decode-size", default=None, help="decode row: image HxW (640x853)")
@@ -139,11 +150,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="vocabulary row: encode the first N of the 163 names (0 = all; quick: 16)")
     p.add_argument("--unicl-context", type=int, default=77,
                    help="vocabulary row: context length of the UniCL-size encoder (77; 00_reference.yaml has 18)")
+    p.add_argument("--panoptic-sizes", default=None, help="panoptic row: image HxW list (640x853,1024x1024)")
     p.add_argument("--full-size-warmup", action="store_true",
-                   help="warm SwinL encoding and SwinT training up at full size (default: at 256 px)")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bfloat16 encode variants")
+                   help="warm SwinL encoding, panoptic segmentation and SwinT training up at full size "
+                        "(default: at 256 px)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false",
+                   help="skip the bfloat16 encode and panoptic variants")
     p.add_argument("--swint-config", default=SWINT_CONFIG)
     p.add_argument("--swinl-config", default=SWINL_CONFIG)
+    p.add_argument("--generic-config", default=GENERIC_CONFIG,
+                   help="panoptic row: a config with generic queries and a text encoder")
     p.add_argument("--tiny-config", default=TINY_CONFIG)
     p.add_argument("--tiny-text-config", default=TINY_TEXT_CONFIG,
                    help="vocabulary row: config with the tiny text encoder")
@@ -168,6 +184,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.encode_sizes = parse_sizes(args.encode_sizes)
         args.decode_size = parse_size(args.decode_size)
         args.amg_sizes = parse_sizes(args.amg_sizes)
+        args.panoptic_sizes = parse_sizes(args.panoptic_sizes)
         args.decode_prompts = [int(n) for n in str(args.decode_prompts).split(",") if n.strip()]
     except (argparse.ArgumentTypeError, ValueError) as e:
         p.error(str(e))

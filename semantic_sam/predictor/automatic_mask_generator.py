@@ -1,4 +1,5 @@
-"""Automatic mask generation: a grid of clicks over the image (and over crops), filtered into SAM-style records."""
+"""Automatic mask generation into SAM-style records: a grid of clicks over the image (and over crops), filtered
+(``mode="grid"``), or the labelled instances of the model's generic queries (``mode="generic"``)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,10 +8,12 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from ..errors import UserError
 from ..modeling.decoder.prompt_encoder import check_attn_mask_mode
 from ..utils.box_ops import box_area
 from ..utils.deprecation import DeprecatedAlias, renamed_kwargs
 from ..utils.image_io import to_rgb_uint8
+from ..utils.precision import inference_autocast
 from .amg_utils import (
     MaskData,
     area_from_rle,
@@ -30,14 +33,19 @@ from .amg_utils import (
     uncrop_points,
 )
 from .interactive_predictor import SemanticSamPredictor
-from .labels import LABEL_COLUMNS, MaskLabels, Vocabulary, top_labels
+from .labels import LABEL_COLUMNS, MaskLabels, NoTextEncoderError, Vocabulary, top_labels
 from .levels import ALL_LEVELS, levels_to_tokens
 from .model_interface import PromptableModel
 from .transforms import DEFAULT_MAX_SIZE
 
-__all__ = ["SemanticSamAutomaticMaskGenerator"]
+__all__ = ["NoGenericQueriesError", "SemanticSamAutomaticMaskGenerator"]
 
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+_MODES = ("grid", "generic")
+
+
+class NoGenericQueriesError(ValueError, UserError):
+    """``mode="generic"`` was asked of a model without generic queries (``MODEL.DECODER.NUM_OBJECT_QUERIES`` 0)."""
 
 
 class SemanticSamAutomaticMaskGenerator:
@@ -75,9 +83,25 @@ class SemanticSamAutomaticMaskGenerator:
             the long side is capped at 2560 by default).
         precision: ``"fp32"`` (default) or ``"bf16"``, see :class:`SemanticSamPredictor` (when ``model``
             is a predictor, its own setting applies).
+        mode: ``"grid"`` (default): the click grid above. ``"generic"``: one pass of the model's generic
+            queries over the whole image (``model.segment(..., instance=True, panoptic=False,
+            semantic=False)``, Mask DINO's instance rules) in the predictor's vocabulary; needs a model
+            with generic queries (``MODEL.DECODER.NUM_OBJECT_QUERIES`` > 0, hence a text encoder).
+            Of the options above it uses ``short_side``, ``max_size`` and ``precision`` (the image is
+            resized as for the grid, masks come back at image size), ``min_mask_region_area`` (with
+            ``box_nms_thresh`` for the NMS after the clean-up) and ``output_mode``; the click, level,
+            IoU, stability and crop options do not apply (``crop_n_layers`` must be 0).
+        score_thresh: ``mode="generic"`` only: keep instances whose score is > this.
 
     When the model has a text encoder, every record also names its mask (object and part labels,
     from the same decoder pass) in the predictor's vocabulary: :meth:`set_vocabulary` sets it.
+
+    Example::
+
+        generator = SemanticSamAutomaticMaskGenerator(model)                  # clicks on a 32 x 32 grid
+        generator = SemanticSamAutomaticMaskGenerator(model, mode="generic")  # labelled instances
+        generator.set_vocabulary(["cat", "dog", "sofa"])
+        records = generator.generate(image)                                   # (H, W, 3) uint8 RGB
     """
 
     level = DeprecatedAlias("levels")  # the former name of the levels attribute
@@ -106,7 +130,15 @@ class SemanticSamAutomaticMaskGenerator:
         short_side: int | None = 640,
         max_size: int | None = DEFAULT_MAX_SIZE,
         precision: str | None = None,
+        mode: str = "grid",
+        score_thresh: float = 0.5,
     ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        if mode == "generic" and crop_n_layers != 0:
+            raise ValueError(
+                f"mode='generic' segments the whole image once: crop_n_layers must be 0, got {crop_n_layers}"
+            )
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
         if points_per_side is not None and points_per_side < 1:
@@ -137,6 +169,10 @@ class SemanticSamAutomaticMaskGenerator:
             self.predictor = model
         else:
             self.predictor = SemanticSamPredictor(model, short_side=short_side, max_size=max_size, precision=precision)
+        if mode == "generic":
+            self._check_generic_model()
+        self.mode = mode
+        self.score_thresh = score_thresh
         self.levels = list(levels)
         self.tokens = levels_to_tokens(self.levels, self.predictor.num_tokens)
         self.points_per_batch = points_per_batch
@@ -183,7 +219,16 @@ class SemanticSamAutomaticMaskGenerator:
                 what is refused.
 
         Returns:
-            One record per mask, SAM's keys plus ``level``:
+            ``mode="generic"``: one record per instance of ``model.segment`` scoring above
+            ``score_thresh``, in descending score order, with the same keys as below:
+              segmentation, area, bbox: as below (bbox: the mask's own box, not the box head's);
+              predicted_iou (float): the instance score (class probability x mean mask probability
+              inside the mask); stability_score, point_coords, level: None (no click, no level, no
+              mask logits); crop_box: the whole image;
+              object_label (str): the instance's class in the :attr:`vocabulary`; object_score
+              (float): the instance score; part_label, part_score: None.
+
+            ``mode="grid"``: one record per mask, SAM's keys plus ``level``:
               segmentation: (H, W) bool array, or an RLE dict (``output_mode``);
               area (int): mask pixels; bbox (list[float]): xywh (w = x1 - x0, SAM's convention);
               predicted_iou (float); stability_score (float);
@@ -198,6 +243,8 @@ class SemanticSamAutomaticMaskGenerator:
               sigmoid of the top part's logit.
         """
         image = to_rgb_uint8(image, image_format)
+        if self.mode == "generic":
+            return self._generate_generic(image)
         with torch.inference_mode():
             data = self._generate_masks(image)
             if self.min_mask_region_area > 0 and len(data):
@@ -206,6 +253,74 @@ class SemanticSamAutomaticMaskGenerator:
                 )
         data.to_numpy()
         return self._records(data)
+
+    # ------------------------------------------------------------------ generic mode
+
+    def _check_generic_model(self) -> None:
+        model = self.predictor.model
+        if not getattr(model, "has_generic_queries", False):
+            raise NoGenericQueriesError(
+                "mode='generic' needs a model with generic queries (MODEL.DECODER.NUM_OBJECT_QUERIES > 0, e.g. "
+                "configs/semantic_sam_swinT_coco_sa1b.yaml); this model segments prompts only: use mode='grid'"
+            )
+        if not self.predictor.has_text_encoder:
+            raise NoTextEncoderError(
+                "mode='generic' needs a model with a text encoder (MODEL.TEXT.ARCH unicl or open_clip)"
+            )
+
+    def _generate_generic(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Records of the instances of ``model.segment`` on the RGB ``image`` (H, W, 3), resized by the
+        predictor's transform; masks at (H, W)."""
+        pred = self.predictor
+        model = pred.model
+        orig_h, orig_w = image.shape[:2]
+        resized = pred.transform.apply_image(image)
+        if not resized.flags.writeable or not resized.flags.c_contiguous:
+            resized = np.array(resized, copy=True)  # torch.from_numpy needs a writable array
+        inputs = [{"image": torch.from_numpy(resized).permute(2, 0, 1), "height": orig_h, "width": orig_w}]
+        with torch.inference_mode():
+            embeddings = model.class_embeddings(list(self.vocabulary.objects))  # no parts: no part logits
+            with inference_autocast(pred.device, pred.precision, pixel_decoder=True):
+                outputs = model.segment(inputs, embeddings, instance=True, panoptic=False, semantic=False)
+            instances = outputs[0]["instances"]
+            scores = instances.scores.float().cpu()
+            keep = torch.nonzero(scores > self.score_thresh).flatten()
+            keep = keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+            rles = masks_to_coco_rle(instances.pred_masks[keep.to(instances.pred_masks.device)])
+            data = MaskData(
+                rles=rles,
+                boxes=boxes_from_rles(rles),
+                iou_preds=scores[keep],
+                object_ids=instances.pred_classes.cpu()[keep],
+            )
+            del outputs, instances
+            if self.min_mask_region_area > 0 and len(data):
+                data = self.postprocess_small_regions(data, self.min_mask_region_area, self.box_nms_thresh)
+                # its NMS reorders (unchanged masks first): back to descending score
+                data.filter(torch.sort(torch.as_tensor(data["iou_preds"]), descending=True, stable=True).indices)
+        data.to_numpy()
+        crop_box = [0.0, 0.0, float(orig_w), float(orig_h)]
+        records = []
+        for i in range(len(data)):
+            rle = data["rles"][i]
+            score = float(data["iou_preds"][i])
+            records.append(
+                {
+                    "segmentation": self._segmentation(rle),
+                    "area": area_from_rle(rle),
+                    "bbox": [float(v) for v in box_xyxy_to_xywh(np.asarray(data["boxes"][i]))],
+                    "predicted_iou": score,
+                    "point_coords": None,
+                    "stability_score": None,
+                    "crop_box": list(crop_box),
+                    "level": None,
+                    "object_label": self.vocabulary.objects[int(data["object_ids"][i])],
+                    "object_score": score,
+                    "part_label": None,
+                    "part_score": None,
+                }
+            )
+        return records
 
     # ------------------------------------------------------------------ stages
 
@@ -370,15 +485,9 @@ class SemanticSamAutomaticMaskGenerator:
             labels = MaskLabels(self.vocabulary, *(np.asarray(data[k]) for k in LABEL_COLUMNS))
         for i in range(len(data)):
             rle = data["rles"][i]
-            if self.output_mode == "coco_rle":
-                seg: Any = rle
-            elif self.output_mode == "uncompressed_rle":
-                seg = rle_to_uncompressed(rle)
-            else:
-                seg = coco_rle_to_mask(rle)
             records.append(
                 {
-                    "segmentation": seg,
+                    "segmentation": self._segmentation(rle),
                     "area": area_from_rle(rle),
                     "bbox": [float(v) for v in box_xyxy_to_xywh(np.asarray(data["boxes"][i]))],
                     "predicted_iou": float(data["iou_preds"][i]),
@@ -391,3 +500,11 @@ class SemanticSamAutomaticMaskGenerator:
             if labels is not None:
                 records[-1].update(labels.record(i))
         return records
+
+    def _segmentation(self, rle: dict) -> Any:
+        """A record's ``segmentation`` in ``output_mode`` from a compressed RLE."""
+        if self.output_mode == "coco_rle":
+            return rle
+        if self.output_mode == "uncompressed_rle":
+            return rle_to_uncompressed(rle)
+        return coco_rle_to_mask(rle)

@@ -15,6 +15,7 @@ TINY_ARGS = [
     "--amg-sizes", "64x96", "--amg-points-per-side", "2", "--amg-off-points-per-side", "2",
     "--train-size", "64", "--tiny-train-size", "64",
     "--vocabulary-names", "2", "--unicl-context", "8",
+    "--generic-config", "configs/semantic_sam_tiny_generic.yaml", "--panoptic-sizes", "64x96",
 ]
 
 
@@ -45,7 +46,7 @@ def test_every_row_runs_and_writes_json(tiny_run):
     skipped = [(t["row"], t["case"], t["variant"], t["skipped"]) for t in timings if t["skipped"]]
     assert not skipped, skipped
     rows = {t["row"] for t in timings}
-    assert rows == {"ms_deform_attn", "encode", "decode", "amg", "vocabulary", "train"}
+    assert rows == {"ms_deform_attn", "encode", "decode", "amg", "vocabulary", "panoptic", "train"}
     for t in timings:
         for key in ("row", "case", "variant", "part", "seconds", "cpu_seconds", "median", "peak_rss_mb", "note"):
             assert key in t, key
@@ -71,6 +72,16 @@ def test_every_row_runs_and_writes_json(tiny_run):
                                           "2 + 0 names x 81 templates, UniCL 512x12, context 8"]
     assert all(t["variant"] == "after" and "2 names x 81 templates = 162 texts" in t["note"] for t in vocab)
     assert "width=512:heads=8:layers=12:context=8" in vocab[1]["note"]
+    # the panoptic row: float32 and bf16, every stage of model.segment, the counts of its outputs in the note
+    panoptic = [t for t in timings if t["row"] == "panoptic"]
+    assert {(t["case"], t["variant"]) for t in panoptic} == {
+        ("semantic_sam_tiny_generic 64x96, 133 classes", v) for v in ("after", "after+bf16")}
+    for v in ("after", "after+bf16"):
+        assert [t["part"] for t in panoptic if t["variant"] == v] == [
+            "encode", "decoder", "mask upsampling", "semantic", "panoptic", "instance", "total"]
+    assert all(t["note"].startswith("20 queries x 133 classes, padded 64x96;") and "instances" in t["note"]
+               for t in panoptic)
+    assert {s["variant"] for s in payload["summary"] if s["row"] == "panoptic"} == {"after", "after+bf16"}
     # the AMG "filters off" case keeps at least one mask
     off = [t for t in timings if t["row"] == "amg" and "filters off" in t["case"]]
     assert off and all(not t["note"].startswith("0 masks") for t in off)

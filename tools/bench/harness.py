@@ -27,6 +27,7 @@ SWINT_CONFIG = "configs/semantic_sam_only_sa-1b_swinT.yaml"
 SWINL_CONFIG = "configs/semantic_sam_only_sa-1b_swinL.yaml"
 TINY_CONFIG = "configs/semantic_sam_tiny_cpu.yaml"
 TINY_TEXT_CONFIG = "configs/semantic_sam_tiny_text.yaml"
+GENERIC_CONFIG = "configs/semantic_sam_swinT_coco_sa1b.yaml"  # SwinT, 300 generic queries, UniCL 512x12
 # The UniCL text encoder at the size of 00_reference.yaml's MODEL.TEXT (the paper's), random weights;
 # MODEL.TEXT.CACHE_DIR "" keeps the class-embedding cache in memory.
 UNICL_OVERRIDES = (

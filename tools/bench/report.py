@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from tools.bench.harness import AFTER, BEFORE, Timing
+from tools.bench.harness import BEFORE, Timing
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -74,8 +74,8 @@ def format_details(timings: list[Timing]) -> str:
 
 
 def summary_rows(timings: list[Timing]) -> list[dict]:
-    """One entry per (row, case, part, variant != before): before and that variant's medians side by side,
-    with the reference's figure and our target where CPU_SPEED.md gives them."""
+    """One entry per (row, case, part, variant != before): before (None for a row without one) and that
+    variant's medians side by side, with the reference's figure and our target where CPU_SPEED.md gives them."""
     by_key: dict[tuple, dict[str, Timing]] = {}
     order: list[tuple] = []
     for t in timings:
@@ -89,7 +89,7 @@ def summary_rows(timings: list[Timing]) -> list[dict]:
         variants = by_key[key]
         before = variants.get(BEFORE)
         for name, t in variants.items():
-            if name == BEFORE or (before is None and name != AFTER):
+            if name == BEFORE:
                 continue
             ref, target = TARGETS.get(key, (None, None))
             b = before.median if before and not before.skipped else None

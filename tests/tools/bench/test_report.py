@@ -20,3 +20,14 @@ def test_targets_are_attached_to_the_full_size_cases():
     assert decode["before_peak_mb"] == 900.0 and decode["after_peak_mb"] == 800.0
     assert amg["target_peak_gb"] == 2.5 and amg["skipped"] == "no memory" and amg["after_s"] is None
     assert "skipped: no memory" in format_summary(rows)
+
+
+def test_a_row_without_before_lists_every_variant():
+    timings = [
+        Timing("panoptic", "SwinT 640x853, 133 classes", "after", seconds=[10.0], peak_rss_mb=5000.0),
+        Timing("panoptic", "SwinT 640x853, 133 classes", "after+bf16", seconds=[8.0], peak_rss_mb=4900.0),
+    ]
+    rows = summary_rows(timings)
+    assert [(r["variant"], r["after_s"], r["before_s"], r["speedup"]) for r in rows] == [
+        ("after", 10.0, None, None), ("after+bf16", 8.0, None, None)]
+    assert rows[1]["after_peak_mb"] == 4900.0
