@@ -602,10 +602,6 @@ class SemanticSAM(nn.Module):
             ``"instances"`` (``Instances`` with ``pred_masks``, ``pred_boxes``, ``scores``, ``pred_classes``),
             ``"sem_seg"`` (C, h, w) scores.
         """
-        from detectron2.modeling.postprocessing import sem_seg_postprocess
-
-        from . import postprocess
-
         if not self.has_generic_queries:
             raise ValueError(
                 "this model has no generic queries (MODEL.DECODER.NUM_OBJECT_QUERIES is 0): it segments prompts only"
@@ -616,13 +612,24 @@ class SemanticSAM(nn.Module):
             raise ValueError("part segmentation needs part class embeddings (class_embeddings['part'])")
         for i, x in enumerate(batched_inputs):
             self._check_segment_input(x, i)
-        opts = self.generic_test
-        topk = int(opts.get("detections_per_image", 100))
         images = self.preprocess_image([x["image"] for x in batched_inputs])
         features = self.encode_image(images)
         out = self.sem_seg_head.predictor.forward_generic(
             features["multi_scale_features"], features["mask_features"], class_embeddings, return_aux=False
         )
+        with torch.autocast(self.device.type, enabled=False):  # post-processing in float32 under any autocast
+            return self._postprocess_generic(batched_inputs, images, out, is_thing, panoptic, instance, semantic,
+                                             part_classes)
+
+    def _postprocess_generic(
+        self, batched_inputs, images, out, is_thing, panoptic, instance, semantic, part_classes
+    ) -> list[dict]:
+        from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+        from . import postprocess
+
+        opts = self.generic_test
+        topk = int(opts.get("detections_per_image", 100))
         hp, wp = images.tensor.shape[-2:]
         mask_logits = F.interpolate(out["pred_masks"].float(), size=(hp, wp), mode="bilinear", align_corners=False)
         results = []

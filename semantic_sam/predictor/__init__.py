@@ -1,6 +1,6 @@
 """Interactive prediction and automatic mask generation on top of a Semantic-SAM model."""
 from ..utils.image_io import UnsupportedImageError, load_image, to_rgb_uint8
-from .automatic_mask_generator import SemanticSamAutomaticMaskGenerator
+from .automatic_mask_generator import NoGenericQueriesError, SemanticSamAutomaticMaskGenerator
 from .interactive_predictor import SemanticSamPredictor
 from .labels import PART_SCORE_THRESH, MaskLabels, NoTextEncoderError, Vocabulary, default_vocabulary, label_text
 from .levels import ALL_LEVELS, levels_to_tokens
@@ -13,6 +13,7 @@ __all__ = [
     "MAX_ASPECT_RATIO",
     "PART_SCORE_THRESH",
     "MaskLabels",
+    "NoGenericQueriesError",
     "NoTextEncoderError",
     "PromptableModel",
     "ResizeShortestSide",

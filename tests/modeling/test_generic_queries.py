@@ -179,3 +179,11 @@ def test_segment_needs_generic_queries_and_thing_flags(generic_model):
     plain = build_model(load_config(TEXT)).eval()
     with pytest.raises(ValueError, match="no generic queries"):
         plain.segment([image], emb, is_thing=[True, False])
+
+
+def test_segment_outputs_are_float32_under_bf16_autocast(generic_model):
+    image = {"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)}
+    emb = generic_model.class_embeddings(["a", "b"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = generic_model.segment([image], emb, is_thing=[True, False])[0]
+    assert out["sem_seg"].dtype == torch.float32 and out["instances"].scores.dtype == torch.float32
