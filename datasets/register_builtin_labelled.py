@@ -33,7 +33,6 @@ from typing import Any
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from semantic_sam.data.label_spaces import NO_PART
 
 from .builtin_labels import (
     builtin_panoptic_categories,
@@ -42,7 +41,8 @@ from .builtin_labels import (
     builtin_part_label_space,
 )
 from .json_files import read_json_object
-from .register_coco_panoptic_interactive import PanopticJSONError, dataset_root, load_coco_panoptic_interactive
+from .register_coco_panoptic_interactive import dataset_root, load_coco_panoptic_interactive
+from .register_coco_panoptic_labelled import labelled_segments
 from .register_part_datasets import PartJSONError, load_part_json
 
 __all__ = [
@@ -127,20 +127,9 @@ def load_builtin_panoptic(
         if not check(path):
             raise _missing(path, what)
     to_class = {c["id"]: k for k, c in enumerate(builtin_panoptic_categories())}
-    dicts = []
-    for i, d in enumerate(load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)):
-        segments = []
-        for j, seg in enumerate(d["segments_info"]):
-            cid = seg["category_id"]
-            if cid not in to_class:
-                raise PanopticJSONError(
-                    f"{panoptic_json}: annotations[{i}].segments_info[{j}] has category_id {cid}, which is not one "
-                    f"of the built-in panoptic categories (ids 1..{len(to_class)})"
-                )
-            if not seg.get("iscrowd", 0):
-                segments.append(dict(seg, category_id=to_class[cid], object_id=to_class[cid], part_id=NO_PART))
-        if segments or not drop_empty_images:
-            dicts.append(dict(d, segments_info=segments))
+    records = load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)
+    classes = f"the built-in panoptic categories (ids 1..{len(to_class)})"
+    dicts, _ = labelled_segments(records, to_class, panoptic_json, classes, drop_empty_images)
     logger.info("built-in panoptic: %d images from %s", len(dicts), panoptic_json)
     return dicts
 

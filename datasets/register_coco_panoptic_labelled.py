@@ -32,6 +32,7 @@ __all__ = [
     "COCO_LABELLED_TRAIN",
     "coco_panoptic_labelled_metadata",
     "coco_panoptic_train_paths",
+    "labelled_segments",
     "load_coco_panoptic_labelled",
     "register_coco_panoptic_labelled",
 ]
@@ -91,23 +92,8 @@ def load_coco_panoptic_labelled(image_root: str, panoptic_root: str, panoptic_js
                 "coco/annotations/panoptic_train2017.json (see DATASET.md)."
             )
     to_class = {d: i for i, d in enumerate(coco_panoptic_dataset_ids())}
-    dicts = []
-    n_crowd = 0
-    for i, d in enumerate(load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)):
-        segments = []
-        for j, seg in enumerate(d["segments_info"]):
-            cid = seg["category_id"]
-            if cid not in to_class:
-                raise PanopticJSONError(
-                    f"{panoptic_json}: annotations[{i}].segments_info[{j}] has category_id {cid}, which is not one "
-                    f"of COCO panoptic's {len(to_class)} categories"
-                )
-            if seg.get("iscrowd", 0):
-                n_crowd += 1
-                continue
-            segments.append(dict(seg, category_id=to_class[cid], object_id=to_class[cid], part_id=NO_PART))
-        if segments:
-            dicts.append(dict(d, segments_info=segments))
+    records = load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)
+    dicts, n_crowd = labelled_segments(records, to_class, panoptic_json, f"COCO panoptic's {len(to_class)} categories")
     logger.info(
         "COCO panoptic labelled: %d images with segments from %s (%d crowd segments dropped)",
         len(dicts),
@@ -115,6 +101,44 @@ def load_coco_panoptic_labelled(image_root: str, panoptic_root: str, panoptic_js
         n_crowd,
     )
     return dicts
+
+
+def labelled_segments(
+    records: list[dict], to_class: dict[int, int], panoptic_json: str, classes: str, drop_empty_images: bool = True
+) -> tuple[list[dict], int]:
+    """Panoptic dataset dicts -> labelled ones: every non-crowd segment with ``category_id`` = ``object_id`` = its
+    contiguous class (``to_class``: JSON category id -> class) and ``part_id`` = ``NO_PART``.
+
+    Args:
+        records: dicts of :func:`load_coco_panoptic_interactive`.
+        to_class: the label space's JSON category id -> contiguous class id.
+        panoptic_json: the JSON's path (for messages).
+        classes: what the classes are, for the message of an unknown id ("COCO panoptic's 133 categories").
+        drop_empty_images: leave out images without a non-crowd segment.
+
+    Returns:
+        ``(dicts, number of crowd segments dropped)``.
+
+    Raises:
+        PanopticJSONError: a segment's category id is not in ``to_class`` (names the file, the segment and the id).
+    """
+    dicts, n_crowd = [], 0
+    for i, d in enumerate(records):
+        segments = []
+        for j, seg in enumerate(d["segments_info"]):
+            cid = seg["category_id"]
+            if cid not in to_class:
+                raise PanopticJSONError(
+                    f"{panoptic_json}: annotations[{i}].segments_info[{j}] has category_id {cid}, which is not one "
+                    f"of {classes}"
+                )
+            if seg.get("iscrowd", 0):
+                n_crowd += 1
+                continue
+            segments.append(dict(seg, category_id=to_class[cid], object_id=to_class[cid], part_id=NO_PART))
+        if segments or not drop_empty_images:
+            dicts.append(dict(d, segments_info=segments))
+    return dicts, n_crowd
 
 
 def register_coco_panoptic_labelled(root: str | None = None, name: str = COCO_LABELLED_TRAIN) -> str:
