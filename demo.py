@@ -22,6 +22,23 @@ Pascal-Part's 30 parts)::
     python demo.py --config CFG --ckpt CKPT --image examples/synthetic_1.jpg --point 240 180 \
         --objects "cat,dog,sofa" --parts "head,leg,tail" --output out/
 
+Naming what is in the image (headless; the web app's "Segment everything" tab does the same)::
+
+    python demo.py --config CFG --ckpt CKPT --image IMG --panoptic --output out/          # panoptic.png, .json
+    python demo.py --config CFG --ckpt CKPT --image IMG --find "car,tree" --output out/   # find.png, find.json
+
+``--panoptic`` segments the whole image into labelled things and stuff with the model's generic queries
+(a model with ``MODEL.DECODER.NUM_OBJECT_QUERIES`` > 0 and a text encoder). ``--find NAMES`` highlights
+the masks labelled with one of the names: the panoptic segments for such a model; for a model with a
+text encoder but no generic queries, the automatic generator's labelled masks (``--levels``,
+``--points-per-side`` and the thresholds apply). The names are object names of the vocabulary
+(``--objects``). Which object names are *stuff* (one segment per class) rather than things: those that
+are stuff in COCO panoptic (in the built-in scenes for the built-in model). The built-in model's
+vocabulary: when the config trains on the built-in labelled data (``DATASETS.TRAIN`` names a
+``builtin_panoptic_*`` or ``builtin_parts_*`` dataset, as ``configs/semantic_sam_builtin_recognize.yaml``),
+the default vocabulary is the built-in scenes' names (``datasets/builtin_labels.py``: 9 objects, 5 stuff,
+their parts) instead of COCO panoptic's and Pascal-Part's.
+
 Trailing ``KEY=VALUE`` arguments override config keys. Exit status 2 means bad arguments, config,
 checkpoint or image (the message says which). Images are resized to a 640-pixel short side with the
 long side capped at 2560 (``--short-side``, ``--max-size``); images more elongated than 20:1, with
@@ -51,7 +68,25 @@ from semantic_sam.predictor import (
 )
 from semantic_sam.utils.cli import user_error_message
 from utils.demo_app import build_app, launch_app
-from utils.demo_outputs import interactive_results, write_auto_outputs, write_interactive_outputs, write_masks_json
+from utils.demo_outputs import (
+    FIND_JSON,
+    PANOPTIC_JSON,
+    UnknownNameError,
+    automatic_items,
+    coco_stuff_names,
+    find_items,
+    interactive_results,
+    label_colors,
+    match_names,
+    panoptic_segments,
+    require_parts,
+    thing_flags,
+    write_auto_outputs,
+    write_find_outputs,
+    write_interactive_outputs,
+    write_masks_json,
+    write_panoptic_outputs,
+)
 
 logger = logging.getLogger("demo")
 
@@ -59,6 +94,8 @@ DEFAULT_PORT = 6082
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 BUILTIN_CONFIG = os.path.join(_ROOT, "configs", "semantic_sam_builtin.yaml")
 BUILTIN_CKPT = os.path.join(_ROOT, "models", "builtin", "semantic_sam_builtin.pth")
+BUILTIN_DATASET_PREFIXES = ("builtin_panoptic", "builtin_parts")
+"""A config training on a dataset named so is the built-in model's: its default vocabulary is the scenes' names."""
 
 
 class UsageError(UserError):
@@ -139,13 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     hl.add_argument("--level", nargs="+", type=int, dest="deprecated_level", help="deprecated alias of --levels")
     hl.add_argument("--no-postprocess", action="store_true", help="keep every level's mask (no score/duplicate filter, no hole/island clean-up)")
     hl.add_argument("--output", help="folder for the overlay PNGs and masks.json")
+    hl.add_argument(
+        "--panoptic", action="store_true",
+        help=f"segment the whole image into labelled things and stuff: panoptic.png (with a legend) and "
+        f"{PANOPTIC_JSON} (a model with generic queries and a text encoder)",
+    )
+    hl.add_argument(
+        "--find", metavar="NAMES",
+        help=f"comma-separated object names: highlight the masks labelled with one of them: find.png and "
+        f"{FIND_JSON} (a model with a text encoder)",
+    )
     _add_generator_arguments(p)
     return p
 
 
 def _add_generator_arguments(p: argparse.ArgumentParser) -> None:
     """The --auto options; None (not given) = the generator's default, which the help shows."""
-    auto = p.add_argument_group("automatic generation (headless, with --auto)")
+    auto = p.add_argument_group(
+        "automatic generation (headless, with --auto; also --find with a model without generic queries)"
+    )
     generator = _defaults(SemanticSamAutomaticMaskGenerator)
     auto.add_argument("--auto", action="store_true", help="automatic mask generation for the whole image")
     auto.add_argument("--points-per-side", type=int, help=f"grid size for --auto (default: {generator['points_per_side']})")
@@ -180,16 +229,19 @@ def _check_args(args: argparse.Namespace) -> None:
         if value is not None and not math.isfinite(value):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     if args.image is None:
-        for name in ("point", "box", "auto", "output"):
+        for name in ("point", "box", "auto", "output", "panoptic", "find"):
             if getattr(args, name):
                 raise UsageError(f"--{name} needs --image (headless mode)")
         return
     if not args.output:
         raise UsageError("headless mode (--image) needs --output DIR")
-    if args.auto and (args.point or args.box):
-        raise UsageError("--auto generates masks for the whole image: give either --auto or --point/--box")
-    if not args.auto and not (args.point or args.box):
-        raise UsageError("give at least one --point X Y or --box X0 Y0 X1 Y1, or --auto")
+    whole = [f"--{name}" for name in ("auto", "panoptic", "find") if getattr(args, name) not in (None, False)]
+    if whole and (args.point or args.box):
+        raise UsageError(f"{whole[0]} works on the whole image: give either {whole[0]} or --point/--box")
+    if args.auto and len(whole) > 1:
+        raise UsageError(f"give --auto or {whole[1]}, not both ({whole[1]} runs on its own)")
+    if not whole and not (args.point or args.box):
+        raise UsageError("give at least one --point X Y or --box X0 Y0 X1 Y1, or --auto, --panoptic or --find")
 
 
 def _generator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,15 +255,46 @@ def _generator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
+def _builtin_vocabulary() -> tuple[list[str], list[str]]:
+    """The built-in scenes' names: 9 objects then 5 stuff (the built-in panoptic classes), and the parts."""
+    from datasets.builtin_labels import builtin_panoptic_label_space, builtin_part_label_space
+
+    return list(builtin_panoptic_label_space().object_classes), list(builtin_part_label_space().part_classes)
+
+
+def _vocabulary(args: argparse.Namespace, model) -> tuple[list[str], list[str]] | None:
     """``(objects, parts)`` from ``--objects`` / ``--parts`` (the default vocabulary's for the one not
-    given), or None when neither is given. The names are checked by ``set_vocabulary``."""
-    if args.objects is None and args.parts is None:
+    given), or None (the predictor's default) when neither is given. The default is the built-in
+    scenes' names for the built-in model with a text encoder (``args.builtin``, see :func:`load_model`).
+    The names are checked by ``set_vocabulary``."""
+    builtin = getattr(args, "builtin", False) and getattr(model, "text_encoder", None) is not None
+    if args.objects is None and args.parts is None and not builtin:
         return None
-    default = default_vocabulary()
-    objects = list(default.objects) if args.objects is None else [n.strip() for n in args.objects.split(",")]
-    parts = list(default.parts) if args.parts is None else [n.strip() for n in args.parts.split(",")]
+    if builtin:
+        objects, parts = _builtin_vocabulary()
+    else:
+        default = default_vocabulary()
+        objects, parts = list(default.objects), list(default.parts)
+    if args.objects is not None:
+        objects = [n.strip() for n in args.objects.split(",")]
+    if args.parts is not None:
+        parts = [n.strip() for n in args.parts.split(",")]
     return objects, parts
+
+
+def _stuff_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The object names that are stuff: the built-in scenes' for the built-in model, else COCO panoptic's."""
+    if getattr(args, "builtin", False):
+        from datasets.builtin_labels import STUFF_CLASSES
+
+        return STUFF_CLASSES
+    return coco_stuff_names()
+
+
+def is_builtin_config(cfg) -> bool:
+    """Whether ``cfg`` trains on the built-in labelled data (a ``DATASETS.TRAIN`` name starting with one
+    of :data:`BUILTIN_DATASET_PREFIXES`): the built-in model, whose vocabulary is the scenes' names."""
+    return any(str(name).startswith(BUILTIN_DATASET_PREFIXES) for name in cfg.DATASETS.TRAIN)
 
 
 def _predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,18 +306,19 @@ def _predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_model(args: argparse.Namespace):
     """Config + build + checkpoint; errors become :class:`UsageError`. Fills in ``args.short_side`` and
-    ``args.max_size`` when not given."""
+    ``args.max_size`` when not given, and sets ``args.builtin`` (:func:`is_builtin_config`)."""
     overrides = [o for o in (args.opts or []) if o != "--"]
     if (args.config is None) != (args.ckpt is None):
         raise UsageError("give both --config and --ckpt, or neither (the built-in model)")
-    builtin = args.config is None
-    if builtin:
+    default_model = args.config is None
+    if default_model:
         args.config, args.ckpt = BUILTIN_CONFIG, BUILTIN_CKPT
         print(f"using the built-in model ({BUILTIN_CKPT}); pass --config and --ckpt for released weights")
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
         raise UsageError(f"config: {e}") from None
+    args.builtin = is_builtin_config(cfg)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -251,9 +335,9 @@ def load_model(args: argparse.Namespace):
     # the built-in model: the scale it was trained at, long side at most MAX_SIZE_TEST
     predictor = _defaults(SemanticSamPredictor)
     if args.short_side is None:
-        args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if builtin else predictor["short_side"]
+        args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if default_model else predictor["short_side"]
     if args.max_size is None:
-        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if builtin else predictor["max_size"]
+        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if default_model else predictor["max_size"]
     return model.eval()
 
 
@@ -262,15 +346,14 @@ def load_model(args: argparse.Namespace):
 
 def run_headless(args: argparse.Namespace, model) -> dict:
     """Segment ``args.image`` with the predictor (prompts) or the generator (``--auto``); write the
-    overlays and ``masks.json`` into ``args.output`` (see :mod:`utils.demo_outputs`); return the JSON."""
-    try:
-        image = load_image(args.image)
-    except (FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    os.makedirs(args.output, exist_ok=True)
+    overlays and ``masks.json`` into ``args.output`` (see :mod:`utils.demo_outputs`); return the JSON.
+    With ``--panoptic`` / ``--find``: :func:`run_naming` instead."""
+    if args.panoptic or args.find is not None:
+        return run_naming(args, model)
+    image = _load_image(args)
     h, w = image.shape[:2]
     out: dict[str, Any] = {"image": os.path.abspath(args.image), "height": h, "width": w}
-    vocabulary = _vocabulary(args)
+    vocabulary = _vocabulary(args, model)
     try:
         predictor = SemanticSamPredictor(model, **_predictor_kwargs(args))
         if vocabulary is not None:
@@ -297,7 +380,85 @@ def run_headless(args: argparse.Namespace, model) -> dict:
     return out
 
 
+def _load_image(args: argparse.Namespace):
+    try:
+        image = load_image(args.image)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    os.makedirs(args.output, exist_ok=True)
+    return image
+
+
+def run_naming(args: argparse.Namespace, model) -> dict:
+    """``--panoptic`` and / or ``--find``: write ``panoptic.png`` / ``panoptic.json`` and ``find.png`` /
+    ``find.json`` into ``args.output`` (formats: :func:`utils.demo_outputs.write_panoptic_outputs`,
+    :func:`~utils.demo_outputs.write_find_outputs`); return ``{"mode": "naming", "panoptic": JSON or
+    None, "find": JSON or None}``.
+
+    A model with generic queries gives both from one panoptic segmentation; a model with only a text
+    encoder finds among the automatic generator's labelled masks. A model without what is asked
+    for is a :class:`UsageError` naming what is missing (before the image is read)."""
+    feature = "--panoptic" if args.panoptic else "--find"
+    try:
+        require_parts(model, feature, generic=bool(args.panoptic))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    generic = bool(getattr(model, "has_generic_queries", False))
+    image = _load_image(args)
+    h, w = image.shape[:2]
+    vocabulary = _vocabulary(args, model)
+    result: dict[str, Any] = {"mode": "naming", "panoptic": None, "find": None}
+    try:
+        predictor = SemanticSamPredictor(model, **_predictor_kwargs(args))
+        if vocabulary is not None:
+            predictor.set_vocabulary(*vocabulary)
+        objects = list(predictor.vocabulary.objects)
+        names = None
+        if args.find is not None:
+            try:
+                names = match_names(args.find, objects)
+            except UnknownNameError as e:
+                hint = "; add it with --objects" if e.name is not None else ""
+                raise UsageError(f"--find: {e}{hint}") from None
+        colors = label_colors(objects)
+        header: dict[str, Any] = {"image": os.path.abspath(args.image), "height": h, "width": w}
+        if generic:
+            things = thing_flags(objects, _stuff_names(args))
+            header["vocabulary"] = {"objects": objects, "stuff": [n for n, t in zip(objects, things) if not t]}
+            items = panoptic_segments(predictor, image, things)
+            if args.panoptic:
+                result["panoptic"] = write_panoptic_outputs(image, items, colors, header, args.output)
+            source = "panoptic"
+        else:
+            header["vocabulary"] = {"objects": objects, "parts": list(predictor.vocabulary.parts)}
+            gen = SemanticSamAutomaticMaskGenerator(predictor, output_mode="binary_mask", **_generator_kwargs(args))
+            items = automatic_items(gen.generate(image))
+            source = "automatic"
+        if names is not None:
+            header = dict(header, find=names, source=source)
+            result["find"] = write_find_outputs(image, find_items(items, names), colors, header, args.output)
+    except ValueError as e:  # a refused image shape, a bad vocabulary or generator option
+        raise UsageError(str(e)) from None
+    return result
+
+
 # --------------------------------------------------------------------------------------- main
+
+
+def _report(out: dict, output_dir: str) -> None:
+    """One line per JSON file written."""
+    if out["mode"] != "naming":
+        n = len(out["masks"]) if out["mode"] == "auto" else sum(len(p["masks"]) for p in out["prompts"])
+        print(f"wrote {n} mask(s) to {os.path.join(output_dir, 'masks.json')}")
+        return
+    if out["panoptic"] is not None:
+        pano = out["panoptic"]
+        print(f"wrote {len(pano['segments'])} segment(s) of {len(pano['legend'])} label(s) to "
+              f"{os.path.join(output_dir, PANOPTIC_JSON)}")
+    if out["find"] is not None:
+        found = out["find"]
+        print(f"wrote {len(found['masks'])} mask(s) labelled {', '.join(found['find'])} to "
+              f"{os.path.join(output_dir, FIND_JSON)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,11 +468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_args(args)
         model = load_model(args)
         if args.image is not None:
-            out = run_headless(args, model)
-            n = len(out["masks"]) if out["mode"] == "auto" else sum(len(p["masks"]) for p in out["prompts"])
-            print(f"wrote {n} mask(s) to {os.path.join(args.output, 'masks.json')}")
+            _report(run_headless(args, model), args.output)
             return 0
-        app = build_app(model, vocabulary=_vocabulary(args), **_predictor_kwargs(args))
+        app = build_app(model, vocabulary=_vocabulary(args, model), stuff=_stuff_names(args),
+                        **_predictor_kwargs(args))
     except Exception as e:
         message = user_error_message(e)  # UsageError and the package's user errors, files
         if message is None:

@@ -1,9 +1,11 @@
 """demo.py's web app in a real browser: headless Debian Chromium driven by playwright.
 
-Starts ``demo.py`` with the tiny model (with a random tiny text encoder and a two-object vocabulary,
-so masks are labelled) on a free localhost port, uploads an image, clicks a point and checks that
-labelled mask images appear in both galleries; then draws a box with two clicks. Skipped when
-/usr/bin/chromium or the playwright package is missing (``.ci/run`` installs chromium).
+Starts ``demo.py`` with the tiny model (with a random tiny text encoder, generic queries and a two-object
+vocabulary, so masks are labelled) on a free localhost port, uploads an image, clicks a point and checks
+that labelled mask images appear in both galleries; then draws a box with two clicks. On the "Segment
+everything" tab it checks that the panoptic result renders with a legend of vocabulary names, and that
+*Find* shows only the masks of a name. Skipped when /usr/bin/chromium or the playwright package is missing
+(``.ci/run`` installs chromium).
 """
 import os
 import socket
@@ -29,6 +31,11 @@ OBJECTS = ("cat", "dog")
 # a random tiny text encoder next to the checkpoint's weights (as tests/test_demo.py's TEXT_OPTS)
 TEXT_OPTS = ["MODEL.TEXT.ARCH=unicl", "MODEL.TEXT.CONTEXT_LENGTH=18", "MODEL.TEXT.WIDTH=64", "MODEL.TEXT.HEADS=4",
              "MODEL.TEXT.LAYERS=2", "MODEL.TEXT.CACHE_DIR="]
+# generic queries (as configs/semantic_sam_tiny_generic.yaml; their selection layers stay random, the
+# checkpoint has none) with the panoptic thresholds at 0, so that the random class scores keep segments
+GENERIC_OPTS = ["MODEL.DECODER.NUM_OBJECT_QUERIES=20", "MODEL.DECODER.TWO_STAGE=True",
+                "MODEL.DECODER.INITIAL_PRED=True", "MODEL.DECODER.DN=seg", "MODEL.DECODER.DN_NUM=10",
+                "MODEL.DECODER.TEST.OBJECT_MASK_THRESHOLD=0.0", "MODEL.DECODER.TEST.OVERLAP_THRESHOLD=0.0"]
 
 
 def _free_port() -> int:
@@ -64,7 +71,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "demo.py"), "--config", os.path.join(TINY, "tiny_parity.yaml"),
          "--ckpt", os.path.join(TINY, "tiny_parity.pth"), "--device", "cpu", "--short-side", "160",
-         "--port", str(port), "--objects", ",".join(OBJECTS), "--parts", "head,leg", *TEXT_OPTS],
+         "--port", str(port), "--objects", ",".join(OBJECTS), "--parts", "head,leg", *TEXT_OPTS, *GENERIC_OPTS],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -137,6 +144,46 @@ def test_upload_click_and_box(server, image_file, tmp_path):
             page.locator("#auto-run").click()
             page.wait_for_selector("#auto-output img", timeout=120_000)
             page.wait_for_function("document.querySelector('#auto-status').innerText.includes('level 3 (4^2 points)')", timeout=120_000)
+        except Exception:
+            if page is not None:
+                page.screenshot(path=str(tmp_path / "failure.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def test_segment_everything_tab(server, image_file, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = None
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server, wait_until="domcontentloaded", timeout=120_000)
+            page.get_by_role("tab", name="Segment everything").click()
+            page.locator("#segment-image input[type=file]").set_input_files(image_file)
+            page.wait_for_selector("#segment-image img", timeout=60_000)
+            page.locator("#segment-run").click()
+
+            # the panoptic result: the image, one mask layer and one legend entry per label present
+            page.wait_for_selector("#segment-output .legend-item", timeout=120_000)
+            page.wait_for_function("document.querySelector('#segment-status').innerText.includes('segment(s) of')")
+            legend = [t.strip() for t in page.locator("#segment-output .legend-item").all_inner_texts()]
+            assert legend and set(legend) <= set(OBJECTS) and len(legend) == len(set(legend)), legend
+            assert page.locator("#segment-output img").count() == 1 + len(legend)
+            status = page.locator("#segment-status").inner_text()
+            assert f"of {len(legend)} label(s): {', '.join(legend)}" in status, status
+
+            # Find: only the masks of that name
+            page.locator("#find-names textarea").fill(legend[0])
+            page.locator("#find-run").click()
+            page.wait_for_function(
+                f"document.querySelector('#segment-status').innerText.includes('labelled {legend[0]}')",
+                timeout=120_000,
+            )
+            items = [t.strip() for t in page.locator("#segment-output .legend-item").all_inner_texts()]
+            assert items == [legend[0]], items
         except Exception:
             if page is not None:
                 page.screenshot(path=str(tmp_path / "failure.png"))

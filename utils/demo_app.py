@@ -1,8 +1,16 @@
-"""The demo's gradio web app: an interactive tab (a click or a box -> one mask per level) and an
-automatic-generation tab. gradio is imported when the app is built, so this module imports without it.
+"""The demo's gradio web app: an interactive tab (a click or a box -> one mask per level), an
+automatic-generation tab and a "Segment everything" tab. gradio is imported when the app is built, so
+this module imports without it.
 
 With a model that has a text encoder, each mask's labels (``"object"`` or ``"object: part"``) are
 written on its overlay and lead its gallery caption; the automatic overlay names every mask.
+
+The "Segment everything" tab shows the panoptic segmentation of a model with generic queries, each
+label's segments in its colour with a legend of the labels present (a ``gr.AnnotatedImage``: hovering a
+legend entry highlights its segments), and its *Find* box shows only the masks labelled with the names
+typed (comma-separated object names of the vocabulary). With a text encoder but no generic queries,
+*Find* labels the automatic generator's masks and the panoptic button is disabled; without a text
+encoder the tab only says what the model lacks.
 
 Uploads reach the handlers as PIL images in their own mode, so 16-bit and float files are converted
 (or refused) by :func:`~semantic_sam.utils.image_io.to_rgb_uint8`, as files read by the headless mode.
@@ -12,11 +20,25 @@ import glob
 import hashlib
 import inspect
 import os
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from utils.demo_outputs import interactive_results, mask_text, render_auto_results, render_prompt_results
+from utils.demo_outputs import (
+    automatic_items,
+    coco_stuff_names,
+    find_items,
+    interactive_results,
+    label_colors,
+    legend_labels,
+    mask_text,
+    match_names,
+    missing_parts,
+    panoptic_segments,
+    render_auto_results,
+    render_prompt_results,
+    thing_flags,
+)
 
 __all__ = ["EXAMPLES_DIR", "MAX_UPLOAD_SIZE", "build_app", "launch_app"]
 
@@ -133,6 +155,126 @@ def _generate_handler(gr, model, predictor_kwargs: dict[str, Any], vocabulary):
     return on_generate
 
 
+def _annotated(image: np.ndarray, items: Sequence[dict], colors: dict[str, Sequence[int]]):
+    """The ``gr.AnnotatedImage`` value of labelled items: the image with every item's outline in its
+    label's colour, and one half-opaque annotation per label present (the union of its masks), in
+    vocabulary order, so that the legend lists each label once."""
+    from utils.visualizer import draw_masks
+
+    base = draw_masks(image, [it["mask"] for it in items], [colors[it["label"]] for it in items], alpha=0.0)
+    annotations = []
+    for label in legend_labels(items, colors):
+        union = np.logical_or.reduce([it["mask"] for it in items if it["label"] == label])
+        annotations.append((union.astype(np.float32) * 0.5, label))
+    return base, annotations
+
+
+def _segment_handlers(gr, model, predictor_kwargs: dict[str, Any], vocabulary, stuff) -> dict[str, Any]:
+    """The "Segment everything" tab's handlers, each (image, ...) -> (annotated image, status)."""
+    from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, SemanticSamPredictor, to_rgb_uint8
+
+    predictor = SemanticSamPredictor(model, **predictor_kwargs)
+    if vocabulary is not None:
+        predictor.set_vocabulary(*vocabulary)
+    objects = list(predictor.vocabulary.objects)
+    colors = label_colors(objects)
+    things = thing_flags(objects, coco_stuff_names() if stuff is None else stuff)
+    generic = not missing_parts(model, generic=True)
+    last = {"key": None, "items": None}  # the panoptic segments of the last image
+
+    def rgb_image(image) -> np.ndarray:
+        if image is None:
+            raise gr.Error("Upload an image first.")
+        try:
+            return to_rgb_uint8(image)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    def segments(rgb: np.ndarray) -> list[dict]:
+        key = hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest() + str(rgb.shape)
+        if key != last["key"]:
+            last["key"] = None
+            try:
+                last["items"] = panoptic_segments(predictor, rgb, things)
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+            last["key"] = key
+        return last["items"]
+
+    def on_segment(image):
+        rgb = rgb_image(image)
+        items = segments(rgb)
+        labels = legend_labels(items, colors)
+        status = f"{len(items)} segment(s) of {len(labels)} label(s)" + (f": {', '.join(labels)}." if labels else ".")
+        return _annotated(rgb, items, colors), status
+
+    def on_find(image, names, points_per_side):
+        rgb = rgb_image(image)
+        try:
+            wanted = match_names(names or "", objects)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        if generic:
+            items = segments(rgb)
+        else:
+            gen = SemanticSamAutomaticMaskGenerator(predictor, points_per_side=int(points_per_side),
+                                                    output_mode="binary_mask")
+            try:
+                items = automatic_items(gen.generate(rgb))
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+        found = find_items(items, wanted)
+        if found:
+            status = f"{len(found)} mask(s) labelled {', '.join(legend_labels(found, colors))}."
+        else:
+            present = legend_labels(items, colors)
+            status = f"No mask labelled {', '.join(wanted)}" + (
+                f" (labels present: {', '.join(present)})." if present else " (no labelled mask).")
+        return _annotated(rgb, found, colors), status
+
+    return {"on_segment": on_segment, "on_find": on_find, "objects": objects, "colors": colors, "generic": generic}
+
+
+def _hex(color: Sequence[int]) -> str:
+    r, g, b = (int(c) for c in color)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _segment_tab(gr, model, handlers: dict[str, Any] | None, examples: Sequence[str], points_per_side: int) -> None:
+    """The "Segment everything" tab; ``handlers`` None: the model has no text encoder (a message only)."""
+    if handlers is None:
+        missing = missing_parts(model, generic=True)
+        gr.Markdown(f"**Not available with this model.** Naming what is in the image needs a model with "
+                    f"{' and '.join(missing)}.", elem_id="segment-disabled")
+        return
+    objects, generic = handlers["objects"], handlers["generic"]
+    shown = ", ".join(objects[:20]) + (", ..." if len(objects) > 20 else "")
+    note = f"Vocabulary: {len(objects)} object names ({shown})."
+    if not generic:
+        note = (f"**Segment everything is disabled:** it needs a model with {missing_parts(model, True)[0]}. "
+                "*Find* names the automatic generator's masks instead. " + note)
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Image", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                             elem_id="segment-image")
+            gr.Markdown(note, elem_id="segment-note")
+            run = gr.Button("Segment everything", variant="primary", interactive=generic, elem_id="segment-run")
+            names = gr.Textbox(label="Find: object names, comma-separated", placeholder=", ".join(objects[:2]),
+                               elem_id="find-names")
+            find = gr.Button("Find", elem_id="find-run")
+            pps = gr.Slider(4, 64, value=points_per_side, step=1, label="Points per side (Find)",
+                            visible=not generic, elem_id="find-pps")
+            if examples:
+                gr.Examples(examples=[[e] for e in examples], inputs=[image], label="Samples")
+        with gr.Column():
+            output = gr.AnnotatedImage(label="Segments", format="png", elem_id="segment-output",
+                                       color_map={name: _hex(c) for name, c in handlers["colors"].items()})
+            status = gr.Markdown("", elem_id="segment-status")
+    run.click(handlers["on_segment"], [image], [output, status])
+    find.click(handlers["on_find"], [image, names, pps], [output, status])
+    names.submit(handlers["on_find"], [image, names, pps], [output, status])
+
+
 def _interactive_tab(gr, handlers: dict[str, Any], examples: Sequence[str], levels: Sequence[int], score: float) -> None:
     state = gr.State(_empty_state())
     with gr.Row():
@@ -180,16 +322,20 @@ def build_app(
     model,
     examples: Sequence[str] | None = None,
     vocabulary: tuple[Sequence[str], Sequence[str] | None] | None = None,
+    stuff: Collection[str] | None = None,
     **predictor_kwargs,
 ):
-    """The gradio Blocks app: an interactive tab and an automatic-generation tab.
+    """The gradio Blocks app: an interactive tab, an automatic-generation tab and a "Segment everything"
+    tab (panoptic segmentation with a legend, and *Find* by name).
 
     Args:
         model: a Semantic-SAM model (``semantic_sam.build_model`` + a checkpoint).
         examples: sample image files (default: the ``examples/`` folder's JPEG and PNG files).
         vocabulary: ``(objects, parts)`` names to label masks with (parts may be None: no part
             labels); default: the predictor's default vocabulary. Needs a model with a text encoder.
-        predictor_kwargs: ``short_side``, ``max_size``, ``precision`` of both tabs' predictor
+        stuff: which object names are stuff in the panoptic segmentation (one segment per class);
+            default: COCO panoptic's stuff classes (:func:`~utils.demo_outputs.coco_stuff_names`).
+        predictor_kwargs: ``short_side``, ``max_size``, ``precision`` of every tab's predictor
             (:class:`~semantic_sam.predictor.SemanticSamPredictor`; its defaults where not given).
 
     Raises:
@@ -209,7 +355,8 @@ def build_app(
     intro = (
         "## Semantic-SAM: segment anything at any granularity\n"
         "Click a point to get one mask per level (1 = coarsest ... 6 = finest), or choose *box* and "
-        "click two opposite corners. The automatic tab segments the whole image."
+        "click two opposite corners. The automatic tab segments the whole image; *Segment everything* "
+        "names every segment of it and finds masks by name."
     )
     if encoded.predictor.has_text_encoder:
         vocab = encoded.predictor.vocabulary
@@ -227,6 +374,11 @@ def build_app(
             with gr.Tab("Automatic", id="automatic"):
                 on_generate = _generate_handler(gr, model, predictor_kwargs, vocabulary)
                 _automatic_tab(gr, on_generate, examples, ALL_LEVELS, points_per_side)
+            with gr.Tab("Segment everything", id="segment"):
+                handlers = None
+                if encoded.predictor.has_text_encoder:
+                    handlers = _segment_handlers(gr, model, predictor_kwargs, vocabulary, stuff)
+                _segment_tab(gr, model, handlers, examples, points_per_side)
     return app
 
 

@@ -1,4 +1,4 @@
-"""Overlay drawing for the demo: masks in colours with their scores, click markers and boxes.
+"""Overlay drawing for the demo: masks in colours with their scores, click markers, boxes and legends.
 
 All functions take and return (H, W, 3) uint8 RGB arrays and never modify their input.
 """
@@ -15,9 +15,11 @@ __all__ = [
     "auto_colors",
     "draw_box",
     "draw_click",
+    "draw_legend",
     "draw_masks",
     "draw_text",
     "render_auto_masks",
+    "render_labelled_masks",
     "render_prompt_mask",
 ]
 
@@ -131,3 +133,59 @@ def render_auto_masks(image: np.ndarray, masks: Sequence[np.ndarray], seed: int 
     order = np.argsort([-int(np.asarray(m).sum()) for m in masks], kind="stable")
     colors = auto_colors(len(masks), seed)
     return draw_masks(image, [masks[i] for i in order], colors[: len(masks)], alpha=alpha)
+
+
+LEGEND_BACKGROUND = (255, 255, 255)
+LEGEND_TEXT = (0, 0, 0)
+
+
+def draw_legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, scale: float = 0.4) -> np.ndarray:
+    """A legend panel ``(h, width, 3)``: one colour swatch and its text per entry, in rows that wrap at
+    ``width`` (an entry wider than the panel is cut at its edge). No entries: a (0, width, 3) panel.
+
+    Args:
+        entries: ``(text, rgb colour)`` pairs, drawn in this order.
+        width: the panel's width (the image's, so that the panel goes below it).
+        scale: the font scale (:func:`cv2.putText`); the swatch is the text's height.
+    """
+    if not entries:
+        return np.zeros((0, width, 3), np.uint8)
+    thick = max(1, int(round(scale * 1.5)))
+    pad = max(3, int(round(8 * scale)))
+    sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick) for text, _ in entries]
+    row_h = max(th + base for (_, th), base in sizes) + 2 * pad
+    swatch = max(th for (_, th), _ in sizes) + 2
+    positions, x, y = [], pad, 0
+    for (tw, _), _ in sizes:
+        w = swatch + pad + tw + 2 * pad
+        if x > pad and x + w > width:
+            x, y = pad, y + row_h
+        positions.append((x, y))
+        x += w
+    out = np.empty((y + row_h, width, 3), np.uint8)
+    out[:] = LEGEND_BACKGROUND
+    for ((text, color), (x, y)), ((_, th), base) in zip(zip(entries, positions), sizes):
+        top = y + (row_h - swatch) // 2
+        cv2.rectangle(out, (x, top), (x + swatch - 1, top + swatch - 1), tuple(int(c) for c in color), -1)
+        baseline = y + (row_h + th) // 2 - 1
+        cv2.putText(out, text, (x + swatch + pad, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, LEGEND_TEXT, thick,
+                    cv2.LINE_AA)
+    return out
+
+
+def render_labelled_masks(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    colors: Sequence[Sequence[int]],
+    legend: Sequence[tuple[str, Sequence[int]]] = (),
+    alpha: float = 0.55,
+) -> np.ndarray:
+    """Masks in their label's colour (largest first, so small ones stay visible), with a legend panel
+    below the image (:func:`draw_legend`). The result is ``(H + legend height, W, 3)``; its top ``H`` rows
+    differ from ``image`` exactly on the masks' pixels (blend or outline), unless a blend rounds back to
+    the pixel's own value."""
+    overlay = image.copy()
+    if len(masks):
+        order = np.argsort([-int(np.asarray(m).sum()) for m in masks], kind="stable")
+        overlay = draw_masks(image, [masks[i] for i in order], [colors[i] for i in order], alpha=alpha)
+    return np.concatenate([overlay, draw_legend(list(legend), image.shape[1], _font_scale(image))], axis=0)
