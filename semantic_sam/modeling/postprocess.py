@@ -88,8 +88,9 @@ def panoptic_inference(
 
     Returns:
         ``(panoptic_seg, segments_info)``: panoptic_seg is an (H, W) int32 tensor of segment ids on the
-        device of ``mask_logits`` (0 = void); segments_info lists ``{"id", "category_id", "isthing"}``
-        per segment, ``category_id`` being the contiguous class id. This is the ``panoptic_seg`` pair
+        device of ``mask_logits`` (0 = void); segments_info lists ``{"id", "category_id", "isthing", "score"}``
+        per segment, ``category_id`` being the contiguous class id and ``score`` the sigmoid class score
+        of the segment's first query (before the transform). This is the ``panoptic_seg`` pair
         that detectron2's ``COCOPanopticEvaluator`` reads.
     """
     _, num_classes, height, width = _check_logits(class_logits, mask_logits)
@@ -98,6 +99,7 @@ def panoptic_inference(
 
     probs = class_logits.float().sigmoid()
     scores, labels = probs.max(-1)
+    class_scores = scores
     keep = scores > object_mask_threshold
     if transform_eval:
         scores = F.softmax(probs / temperature, dim=-1).max(-1).values
@@ -106,7 +108,7 @@ def panoptic_inference(
     if not bool(keep.any()):
         return panoptic_seg, []
     masks = mask_logits[keep].float().sigmoid()  # (N, H, W), N kept queries
-    scores, labels = scores[keep], labels[keep]
+    scores, labels, class_scores = scores[keep], labels[keep], class_scores[keep].tolist()
     num_kept = masks.shape[0]
 
     winner = (scores[:, None, None] * masks).argmax(0)  # (H, W) index into the kept queries
@@ -133,7 +135,9 @@ def panoptic_inference(
         segment_of_query[k] = segment_id
         if not isthing:
             stuff_segment[label] = segment_id
-        segments_info.append({"id": segment_id, "category_id": label, "isthing": isthing})
+        segments_info.append(
+            {"id": segment_id, "category_id": label, "isthing": isthing, "score": float(class_scores[k])}
+        )
 
     lookup = torch.tensor(segment_of_query, dtype=torch.int32, device=panoptic_seg.device)
     panoptic_seg = torch.where(in_own_mask, lookup[winner], panoptic_seg)

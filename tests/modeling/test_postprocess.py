@@ -64,6 +64,10 @@ def test_semantic_inference_hand_values_with_and_without_transform():
 # ---------------------------------------------------------------- panoptic
 
 
+def _without_scores(info: list[dict]) -> list[dict]:
+    return [{k: v for k, v in s.items() if k != "score"} for s in info]
+
+
 def test_panoptic_threshold_uses_sigmoid_score_before_transform():
     # q0's best sigmoid is 0.2: dropped at 0.25 even though its transformed score would be ~0.96.
     class_logits = logits([[0.2, 0.01], [0.01, 0.3]])
@@ -71,11 +75,12 @@ def test_panoptic_threshold_uses_sigmoid_score_before_transform():
     seg, info = panoptic_inference(class_logits, mask_logits, [True, True])
     assert seg.dtype == torch.int32 and seg.shape == (1, 3)
     assert seg.tolist() == [[1, 1, 0]]
-    assert info == [{"id": 1, "category_id": 1, "isthing": True}]
+    assert _without_scores(info) == [{"id": 1, "category_id": 1, "isthing": True}]
+    assert info[0]["score"] == pytest.approx(0.3)  # the sigmoid class score, not the transformed one
 
     seg, info = panoptic_inference(class_logits, mask_logits, [True, True], object_mask_threshold=0.1)
     assert seg.tolist() == [[2, 2, 1]]  # ids follow query order
-    assert info == [
+    assert _without_scores(info) == [
         {"id": 1, "category_id": 0, "isthing": True},
         {"id": 2, "category_id": 1, "isthing": True},
     ]
@@ -94,10 +99,10 @@ def test_panoptic_transform_changes_which_query_wins():
     mask_logits = torch.full((2, 2, 2), math.log(4.0))  # sigmoid 0.8 everywhere for both
     seg, info = panoptic_inference(class_logits, mask_logits, [True, True], transform_eval=False)
     assert seg.tolist() == [[1, 1], [1, 1]]
-    assert info == [{"id": 1, "category_id": 0, "isthing": True}]  # B has no argmax pixel: dropped
+    assert _without_scores(info) == [{"id": 1, "category_id": 0, "isthing": True}]  # B has no argmax pixel: dropped
     seg, info = panoptic_inference(class_logits, mask_logits, [True, True])
     assert seg.tolist() == [[1, 1], [1, 1]]
-    assert info == [{"id": 1, "category_id": 1, "isthing": True}]
+    assert _without_scores(info) == [{"id": 1, "category_id": 1, "isthing": True}]
 
 
 def test_panoptic_overlap_rule():
@@ -108,7 +113,7 @@ def test_panoptic_overlap_rule():
     masks = row_masks([[ln4] * 5 + [-5], [-5, -5, -5, ln19, ln19, ln19]])
     seg, info = panoptic_inference(class_logits, masks, [True, True], transform_eval=False)
     assert seg.tolist() == [[0, 0, 0, 1, 1, 1]]
-    assert info == [{"id": 1, "category_id": 1, "isthing": True}]
+    assert _without_scores(info) == [{"id": 1, "category_id": 1, "isthing": True}]
 
     # q1 takes pixels 4-5 only: q0 keeps 4 / 5 = 0.8, not below the threshold, kept.
     masks = row_masks([[ln4] * 5 + [-5], [-5, -5, -5, -5, ln19, ln19]])
@@ -117,7 +122,7 @@ def test_panoptic_overlap_rule():
     assert [s["category_id"] for s in info] == [0, 1]
     seg, info = panoptic_inference(class_logits, masks, [True, True], overlap_threshold=0.85, transform_eval=False)
     assert seg.tolist() == [[0, 0, 0, 0, 1, 1]]
-    assert info == [{"id": 1, "category_id": 1, "isthing": True}]
+    assert _without_scores(info) == [{"id": 1, "category_id": 1, "isthing": True}]
 
     # The ratio counts every argmax pixel, also those outside the query's own mask: q0 keeps 3 of its
     # 5 mask pixels but also wins pixels 5-6 (0.9 * sigmoid(-1) = 0.24 > 0.9 * sigmoid(-5)), which are
@@ -145,7 +150,7 @@ def test_panoptic_stuff_segments_of_one_class_merge_things_do_not():
         masks[q, 0, q] = 5.0
     seg, info = panoptic_inference(class_logits, masks, torch.tensor([True, False]))
     assert seg.tolist() == [[1, 2, 1, 3]]
-    assert info == [
+    assert _without_scores(info) == [
         {"id": 1, "category_id": 1, "isthing": False},
         {"id": 2, "category_id": 0, "isthing": True},
         {"id": 3, "category_id": 0, "isthing": True},
@@ -184,7 +189,7 @@ def _panoptic_brute_force(class_logits, mask_logits, is_thing, threshold=0.25, o
             merged += 1
         else:
             segment_id = len(info) + 1
-            info.append({"id": segment_id, "category_id": label, "isthing": is_thing[label]})
+            info.append({"id": segment_id, "category_id": label, "isthing": is_thing[label], "score": max(probs[q])})
             if not is_thing[label]:
                 stuff_ids[label] = segment_id
         for y, x in segment:
