@@ -37,3 +37,38 @@ def read_json_object(path: str, error: type[Exception], kind: str, layout: str) 
             f"got {type(data).__name__})"
         )
     return data
+
+
+def json_list(data: dict, key: str, path: str, error: type[Exception], layout: str, required: bool = True) -> list[dict]:
+    """``data[key]``: a list of objects (``[]`` when absent and not ``required``).
+
+    Raises:
+        ``error``: ``key`` missing (when required), not a list, or an item that is not an object; the message
+            names ``path`` and says the file is not a ``layout``.
+    """
+    if key not in data:
+        if required:
+            raise error(f"{path}: not a {layout} (no {key!r} list)")
+        return []
+    items = data[key]
+    if not isinstance(items, list):
+        raise error(f"{path}: {key!r} must be a list, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise error(f"{path}: {key}[{i}] must be an object, got {type(item).__name__}")
+    return items
+
+
+def json_field(item: dict, name: str, types: type | tuple, where: str, path: str, error: type[Exception]):
+    """``item[name]``, which must be of ``types`` (a bool is never a number).
+
+    Raises:
+        ``error``: the field is missing or of another type; the message names ``path``, ``where`` and the value.
+    """
+    if name not in item:
+        raise error(f"{path}: {where} has no {name!r}")
+    value = item[name]
+    if isinstance(value, bool) or not isinstance(value, types):
+        expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise error(f"{path}: {where}.{name} must be {expected}, got {value!r:.60}")
+    return value

@@ -23,7 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from semantic_sam.utils.cli import UserError
 
-from .json_files import read_json_object
+from .json_files import json_field, json_list, read_json_object
 
 __all__ = [
     "COCO_INTERACTIVE_VAL",
@@ -85,27 +85,11 @@ def _read_panoptic_json(path: str) -> dict:
 
 def _items(data: dict, key: str, path: str, required: bool = True) -> list[dict]:
     """``data[key]``: a list of objects (``[]`` when absent and not required)."""
-    if key not in data:
-        if required:
-            raise PanopticJSONError(f"{path}: not a COCO panoptic JSON (no {key!r} list)")
-        return []
-    items = data[key]
-    if not isinstance(items, list):
-        raise PanopticJSONError(f"{path}: {key!r} must be a list, got {type(items).__name__}")
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise PanopticJSONError(f"{path}: {key}[{i}] must be an object, got {type(item).__name__}")
-    return items
+    return json_list(data, key, path, PanopticJSONError, "COCO panoptic JSON", required)
 
 
 def _field(item: dict, name: str, types: type | tuple, where: str, path: str) -> Any:
-    if name not in item:
-        raise PanopticJSONError(f"{path}: {where} has no {name!r}")
-    value = item[name]
-    if isinstance(value, bool) or not isinstance(value, types):
-        expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise PanopticJSONError(f"{path}: {where}.{name} must be {expected}, got {value!r:.60}")
-    return value
+    return json_field(item, name, types, where, path, PanopticJSONError)
 
 
 def load_coco_panoptic_interactive(image_root: str, panoptic_root: str, panoptic_json: str) -> list[dict]:

@@ -60,7 +60,7 @@ from semantic_sam.data.label_spaces import (
 )
 from semantic_sam.errors import UserError
 
-from .json_files import read_json_object
+from .json_files import json_field, json_list, read_json_object
 from .register_coco_panoptic_interactive import dataset_root
 
 __all__ = [
@@ -116,25 +116,11 @@ def _read_json(path: str) -> dict:
 
 
 def _items(data: dict, key: str, path: str) -> list[dict]:
-    if key not in data:
-        raise PartJSONError(f"{path}: not a COCO-style JSON (no {key!r} list)")
-    items = data[key]
-    if not isinstance(items, list):
-        raise PartJSONError(f"{path}: {key!r} must be a list, got {type(items).__name__}")
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise PartJSONError(f"{path}: {key}[{i}] must be an object, got {type(item).__name__}")
-    return items
+    return json_list(data, key, path, PartJSONError, "COCO-style JSON")
 
 
 def _field(item: dict, name: str, types: type | tuple, where: str, path: str) -> Any:
-    if name not in item:
-        raise PartJSONError(f"{path}: {where} has no {name!r}")
-    value = item[name]
-    if isinstance(value, bool) or not isinstance(value, types):
-        expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise PartJSONError(f"{path}: {where}.{name} must be {expected}, got {value!r:.60}")
-    return value
+    return json_field(item, name, types, where, path, PartJSONError)
 
 
 def _is_number(v: Any) -> bool:
