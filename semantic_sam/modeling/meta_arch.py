@@ -429,32 +429,35 @@ class SemanticSAM(nn.Module):
         weight_dict = criterion.weight_dict
         weighted = {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
         if vocabulary is not None and self.has_generic_queries:
-            weighted.update(self._generic_losses(inputs, images, features, class_embeddings))
+            weighted.update(self._generic_losses(inputs, targets, features, class_embeddings))
         return weighted
 
     def _generic_losses(
-        self, inputs: list[dict], images: ImageList, features: dict, class_embeddings: Mapping[str, Tensor]
+        self,
+        inputs: list[dict],
+        click_targets: list[ClickTargets],
+        features: dict,
+        class_embeddings: Mapping[str, Tensor],
     ) -> dict[str, Tensor]:
-        """Weighted losses of the generic queries (and their denoising queries) on labelled images."""
+        """Weighted losses of the generic queries (and their denoising queries) on labelled images; the GT
+        masks are the click targets' padded ones."""
         criterion = self._generic_criterion
         if criterion is None:
             raise RuntimeError("SemanticSAM has generic queries but no generic criterion: build it from a config")
-        targets = [self._generic_targets(x["instances"], images.tensor.shape[-2:], "part" in class_embeddings)
-                   for x in inputs]
+        targets = [
+            self._generic_targets(x["instances"], t.ori_masks, "part" in class_embeddings)
+            for x, t in zip(inputs, click_targets)
+        ]
         outputs = self.sem_seg_head.predictor.forward_generic(
             features["multi_scale_features"], features["mask_features"], class_embeddings, targets
         )
         losses = criterion(outputs, targets)
         return {k: v * criterion.weight_dict[k] for k, v in losses.items() if k in criterion.weight_dict}
 
-    def _generic_targets(self, instances, padded_size: Sequence[int], with_parts: bool) -> dict[str, Tensor]:
+    def _generic_targets(self, instances, masks: Tensor, with_parts: bool) -> dict[str, Tensor]:
         """One labelled image's targets of the generic queries: ``labels`` (G,), ``part_labels`` (G,) (part
-        data), ``masks`` (G, Hp, Wp) bool padded, ``boxes`` (G, 4) cxcywh normalized to the padded frame."""
-        gt_masks = instances.gt_masks
-        gt_masks = gt_masks.tensor if isinstance(gt_masks, BitMasks) else gt_masks
-        hp, wp = int(padded_size[0]), int(padded_size[1])
-        masks = torch.zeros((gt_masks.shape[0], hp, wp), dtype=torch.bool, device=self.device)
-        masks[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks.to(self.device).bool()
+        data), ``masks`` (G, Hp, Wp) bool padded (given), ``boxes`` (G, 4) cxcywh normalized to the padded frame."""
+        hp, wp = masks.shape[-2:]
         boxes = BitMasks(masks).get_bounding_boxes().tensor.to(self.device)
         boxes = box_xyxy_to_cxcywh(boxes) / boxes.new_tensor([wp, hp, wp, hp])
         targets = {"labels": instances.gt_object_classes.to(self.device, torch.long), "masks": masks, "boxes": boxes}
