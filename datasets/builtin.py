@@ -16,7 +16,7 @@ from . import interactive_eval
 from .generic_eval import build_generic_test_loader
 from .labelled_dataset_mapper import LabelledDatasetMapper
 from .register_coco_panoptic_generic import register_coco_panoptic_generic
-from .register_builtin_labelled import register_builtin_labelled
+from .register_builtin_labelled import register_builtin_eval_datasets, register_builtin_labelled
 from .register_coco_panoptic_labelled import register_coco_panoptic_labelled
 from .register_part_datasets import register_all_part_datasets
 from .sa1b_dataset_mapper import SA1BDatasetMapper
@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 def register_datasets(cfg) -> None:
     """Register every dataset the configs name (SA-1B TSV/JSON, COCO panoptic interactive, generic and
-    labelled, Pascal-Part, PartImageNet, PACO-LVIS, the built-in model's labelled synthetic scenes).
+    labelled, Pascal-Part, PartImageNet, PACO-LVIS, the built-in model's labelled synthetic scenes and their val
+    split's interactive and generic evaluation sets).
 
     Registration only records paths from the environment; files are read when a dataset is
     loaded, and a missing folder is then reported with the path and the variable that sets it.
@@ -50,6 +51,7 @@ def register_datasets(cfg) -> None:
     register_coco_panoptic_labelled()
     register_all_part_datasets()
     register_builtin_labelled()
+    register_builtin_eval_datasets()
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         if name not in DatasetCatalog.list():
             raise ConfigError(

@@ -8,7 +8,10 @@
 
 The COCO mapper writes each segment's COCO panoptic class and the 133-name vocabulary into the inputs,
 so a model with a text encoder is also scored for object labels (``label_acc@Max``, ``label_acc@Oracle``);
-SA-1B data has no labels.
+SA-1B data has no labels. For a labelled dataset (its metadata holds a label space, e.g.
+``builtin_panoptic_val_interactive``, ``builtin_parts_val_interactive``) the same mapper writes that label
+space's vocabulary and the segments' object and part classes, so part labels are scored too
+(``part_label_acc@Max``, ``part_label_acc@Oracle``).
 """
 from __future__ import annotations
 
@@ -39,11 +42,11 @@ def _evaluator_type(dataset_name: str) -> str | None:
 
 
 def build_test_mapper(cfg, dataset_name: str):
-    """:class:`CocoInteractiveDatasetMapper` for COCO interactive datasets,
-    :class:`~datasets.sa1b_eval_mapper.SA1BEvalMapper` for SA-1B ones."""
+    """:class:`CocoInteractiveDatasetMapper` for COCO interactive datasets (and the labelled ones in their
+    layout, with the dataset's vocabulary), :class:`~datasets.sa1b_eval_mapper.SA1BEvalMapper` for SA-1B ones."""
     evaluator_type = _evaluator_type(dataset_name)
     if evaluator_type in INTERACTIVE_EVALUATOR_TYPES:
-        return CocoInteractiveDatasetMapper(cfg)
+        return CocoInteractiveDatasetMapper(cfg, dataset_name=dataset_name)
     if evaluator_type in MULTI_GRANULARITY_EVALUATOR_TYPES:
         from .sa1b_eval_mapper import SA1BEvalMapper
 

@@ -16,6 +16,10 @@ segment, crowd segments included (as Mask DINO's ``prepare_coco_semantic_annos_f
 does), 255 where the PNG is void; the instances JSON is only written when absent (COCO's own
 ``instances_val2017.json`` is the reference), with one annotation per thing segment.
 
+Other panoptic sets are evaluated the same way (the built-in scenes' ``builtin_panoptic_val_generic``,
+:mod:`datasets.register_builtin_labelled`): what differs between them (their categories, and how to
+get a missing file) is a :class:`PanopticGenericSpec`, which every function here takes (default: COCO's).
+
 Dataset dicts (one per image, JSON order): ``file_name``, ``image_id``, ``height``, ``width``,
 ``pan_seg_file_name``, ``sem_seg_file_name`` and ``segments_info`` (every segment, crowd ones with
 ``iscrowd`` 1; ``category_id`` = contiguous class, ``isthing`` from the COCO label space). The metadata
@@ -29,7 +33,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,13 +50,18 @@ __all__ = [
     "COCO_GENERIC_VAL",
     "EVALUATOR_TYPE",
     "PREPARE_COMMAND",
+    "PanopticGenericSpec",
     "coco_panoptic_generic_metadata",
     "coco_panoptic_generic_paths",
+    "coco_panoptic_generic_spec",
     "load_coco_panoptic_generic",
+    "load_panoptic_generic",
+    "panoptic_generic_metadata",
     "prepare_generic_annotations",
     "register_coco_panoptic_generic",
     "semantic_from_panoptic",
     "thing_annotations",
+    "write_generic_annotations",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +70,48 @@ COCO_GENERIC_VAL = "coco_2017_val_panoptic_generic"
 EVALUATOR_TYPE = GENERIC_EVALUATOR_TYPES[0]
 IGNORE_LABEL = 255
 PREPARE_COMMAND = "python -m tools.prepare_coco_semantic_from_panoptic ROOT"
+
+
+_COCO_MISSING_HINT = (
+    "Set $DETECTRON2_DATASETS (or $DATASET) to the folder that contains coco/ (see DATASET.md, 'Generic evaluation')"
+)
+
+
+@dataclass(frozen=True)
+class PanopticGenericSpec:
+    """What differs between the COCO-panoptic-format sets of generic evaluation.
+
+    Attributes:
+        title: the set's name in messages (``"COCO panoptic"``).
+        categories: ``{"id", "name", "isthing"}`` of every class; index = contiguous class id (things
+            need not come first, but every segment's JSON ``category_id`` must be one of the ids).
+        missing_hint: the sentence that ends a missing-file message (where the root is set).
+        prepare_command: the command that writes the derived files (semantic PNGs, instances JSON).
+    """
+
+    title: str
+    categories: tuple[Mapping[str, Any], ...]
+    missing_hint: str
+    prepare_command: str
+
+    def class_of_category(self) -> dict[int, int]:
+        """JSON category id -> contiguous class id."""
+        return {int(c["id"]): k for k, c in enumerate(self.categories)}
+
+    def isthing(self) -> dict[int, bool]:
+        """JSON category id -> whether it is a thing."""
+        return {int(c["id"]): bool(c["isthing"]) for c in self.categories}
+
+
+def coco_panoptic_generic_spec() -> PanopticGenericSpec:
+    """COCO panoptic's 133 classes (detectron2's ``COCO_CATEGORIES``, contiguous order of
+    :func:`~semantic_sam.data.label_spaces.coco_panoptic_label_space`)."""
+    isthing = _coco_isthing()
+    names = coco_panoptic_label_space().class_names
+    categories = tuple(
+        {"id": d, "name": n, "isthing": int(isthing[d])} for d, n in zip(coco_panoptic_dataset_ids(), names)
+    )
+    return PanopticGenericSpec("COCO panoptic", categories, _COCO_MISSING_HINT, PREPARE_COMMAND)
 
 
 def coco_panoptic_generic_paths(root: str | None = None, split: str = "val2017") -> dict[str, str]:
@@ -81,86 +133,103 @@ def _coco_isthing() -> dict[int, bool]:
     return {c["id"]: bool(c["isthing"]) for c in COCO_CATEGORIES}
 
 
-def coco_panoptic_generic_metadata() -> dict[str, Any]:
-    """detectron2 metadata of COCO panoptic for its PQ, AP and mIoU evaluators (paths excluded).
+def panoptic_generic_metadata(spec: PanopticGenericSpec) -> dict[str, Any]:
+    """detectron2 metadata of a panoptic set for its PQ, AP and mIoU evaluators (paths excluded).
 
-    * ``thing_classes``: the 80 thing names (contiguous ids 0-79), as ``COCOEvaluator`` expects for the
-      80 categories of the instances JSON; ``thing_dataset_id_to_contiguous_id``: their COCO ids.
-    * ``stuff_classes``: all 133 names by contiguous id (``SemSegEvaluator``'s classes, and the
-      vocabulary of the generic queries); ``stuff_dataset_id_to_contiguous_id``: **all 133** COCO ids,
-      things too, because ``SemSegEvaluator`` maps every predicted class through it (for
-      ``COCOPanopticEvaluator`` a stuff segment's id is then its class's, as it should be).
+    * ``thing_classes``: the thing names (in contiguous order), as ``COCOEvaluator`` expects for the thing
+      categories of the instances JSON; ``thing_dataset_id_to_contiguous_id``: their JSON ids.
+    * ``stuff_classes``: **all** names by contiguous id (``SemSegEvaluator``'s classes, and the vocabulary
+      of the generic queries); ``stuff_dataset_id_to_contiguous_id``: **all** JSON ids, things too,
+      because ``SemSegEvaluator`` maps every predicted class through it (for ``COCOPanopticEvaluator`` a
+      stuff segment's id is then its class's, as it should be).
     """
-    space = coco_panoptic_label_space()
-    ids = coco_panoptic_dataset_ids()
-    isthing = _coco_isthing()
+    cats = spec.categories
     return {
-        "thing_classes": [n for n, d in zip(space.class_names, ids) if isthing[d]],
-        "stuff_classes": list(space.class_names),
-        "thing_dataset_id_to_contiguous_id": {d: i for i, d in enumerate(ids) if isthing[d]},
-        "stuff_dataset_id_to_contiguous_id": {d: i for i, d in enumerate(ids)},
+        "thing_classes": [c["name"] for c in cats if c["isthing"]],
+        "stuff_classes": [c["name"] for c in cats],
+        "thing_dataset_id_to_contiguous_id": {int(c["id"]): k for k, c in enumerate(cats) if c["isthing"]},
+        "stuff_dataset_id_to_contiguous_id": {int(c["id"]): k for k, c in enumerate(cats)},
         "ignore_label": IGNORE_LABEL,
         "evaluator_type": EVALUATOR_TYPE,
     }
 
 
-def _missing(path: str, what: str, derived: bool = False) -> FileNotFoundError:
-    hint = f"; write it with `{PREPARE_COMMAND}`" if derived else ""
-    return FileNotFoundError(
-        f"COCO panoptic {what} not found: expected {path!r}. Set $DETECTRON2_DATASETS (or $DATASET) to the folder "
-        f"that contains coco/ (see DATASET.md, 'Generic evaluation'){hint}"
-    )
+def coco_panoptic_generic_metadata() -> dict[str, Any]:
+    """:func:`panoptic_generic_metadata` of COCO panoptic: 80 ``thing_classes`` (contiguous ids 0-79),
+    133 ``stuff_classes``."""
+    return panoptic_generic_metadata(coco_panoptic_generic_spec())
 
 
-def _contiguous_segments(d: dict, index: int, panoptic_json: str) -> list[dict]:
-    """The image's segments with ``category_id`` = contiguous class and ``isthing`` of the COCO label space."""
-    to_class = {c: i for i, c in enumerate(coco_panoptic_dataset_ids())}
-    isthing = _coco_isthing()
+def _missing(path: str, what: str, spec: PanopticGenericSpec, derived: bool = False) -> FileNotFoundError:
+    hint = f"; write it with `{spec.prepare_command}`" if derived else ""
+    return FileNotFoundError(f"{spec.title} {what} not found: expected {path!r}. {spec.missing_hint}{hint}")
+
+
+def _contiguous_segments(d: dict, index: int, panoptic_json: str, spec: PanopticGenericSpec) -> list[dict]:
+    """The image's segments with ``category_id`` = contiguous class and ``isthing`` of the spec's categories."""
+    to_class = spec.class_of_category()
+    isthing = spec.isthing()
     out = []
     for j, seg in enumerate(d["segments_info"]):
         cid = seg["category_id"]
         if cid not in to_class:
             raise PanopticJSONError(
                 f"{panoptic_json}: annotations[{index}].segments_info[{j}] (segment id {seg['id']}) has category_id "
-                f"{cid}, which is not one of COCO panoptic's {len(to_class)} categories"
+                f"{cid}, which is not one of {spec.title}'s {len(to_class)} categories"
             )
         out.append(dict(seg, category_id=to_class[cid], isthing=isthing[cid], iscrowd=int(seg.get("iscrowd", 0))))
+    return out
+
+
+def load_panoptic_generic(
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    sem_seg_root: str,
+    instances_json: str,
+    spec: PanopticGenericSpec | None = None,
+) -> list[dict]:
+    """Read a COCO-format panoptic set into dataset dicts for generic evaluation (see the module docstring).
+
+    The panoptic JSON is read and checked by
+    :func:`datasets.register_coco_panoptic_interactive.load_coco_panoptic_interactive`; the PNGs are not
+    read here (the panoptic evaluator checks each one against its ``segments_info`` when it evaluates it).
+
+    Args:
+        spec: the set's categories and messages (default: COCO panoptic's).
+
+    Raises:
+        FileNotFoundError: a folder, a JSON or a semantic PNG is missing (names the path, the variable
+            and, for the derived files, the command that writes them).
+        PanopticJSONError: as :func:`load_coco_panoptic_interactive`, or a segment's category is not one
+            of the spec's (names the file, the annotation, the segment and the id).
+    """
+    spec = coco_panoptic_generic_spec() if spec is None else spec
+    dicts = load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)
+    if not os.path.isdir(sem_seg_root):
+        raise _missing(sem_seg_root, "semantic PNG folder", spec, derived=True)
+    if not os.path.isfile(instances_json):
+        raise _missing(instances_json, "instances JSON", spec, derived=True)
+    out = []
+    for i, d in enumerate(dicts):
+        png_name = os.path.basename(d["pan_seg_file_name"])
+        sem_seg = os.path.join(sem_seg_root, os.path.splitext(png_name)[0] + ".png")
+        out.append(dict(d, segments_info=_contiguous_segments(d, i, panoptic_json, spec), sem_seg_file_name=sem_seg))
+    absent = [d["sem_seg_file_name"] for d in out if not os.path.isfile(d["sem_seg_file_name"])]
+    if absent:
+        raise FileNotFoundError(
+            f"{spec.title} semantic PNG not found: expected {absent[0]!r} ({len(absent)} of {len(out)} missing); "
+            f"write them with `{spec.prepare_command}` ({spec.missing_hint})"
+        )
+    logger.info("Loaded %d images for generic evaluation from %s", len(out), panoptic_json)
     return out
 
 
 def load_coco_panoptic_generic(
     image_root: str, panoptic_root: str, panoptic_json: str, sem_seg_root: str, instances_json: str
 ) -> list[dict]:
-    """Read COCO panoptic into dataset dicts for generic evaluation (see the module docstring).
-
-    The panoptic JSON is read and checked by
-    :func:`datasets.register_coco_panoptic_interactive.load_coco_panoptic_interactive`; the PNGs are not
-    read here (the panoptic evaluator checks each one against its ``segments_info`` when it evaluates it).
-
-    Raises:
-        FileNotFoundError: a folder, a JSON or a semantic PNG is missing (names the path, the variable
-            and, for the derived files, the command that writes them).
-        PanopticJSONError: as :func:`load_coco_panoptic_interactive`, or a segment's category is not one
-            of COCO panoptic's 133 (names the file, the annotation, the segment and the id).
-    """
-    dicts = load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)
-    if not os.path.isdir(sem_seg_root):
-        raise _missing(sem_seg_root, "semantic PNG folder", derived=True)
-    if not os.path.isfile(instances_json):
-        raise _missing(instances_json, "instances JSON", derived=True)
-    out = []
-    for i, d in enumerate(dicts):
-        png_name = os.path.basename(d["pan_seg_file_name"])
-        sem_seg = os.path.join(sem_seg_root, os.path.splitext(png_name)[0] + ".png")
-        out.append(dict(d, segments_info=_contiguous_segments(d, i, panoptic_json), sem_seg_file_name=sem_seg))
-    absent = [d["sem_seg_file_name"] for d in out if not os.path.isfile(d["sem_seg_file_name"])]
-    if absent:
-        raise FileNotFoundError(
-            f"COCO panoptic semantic PNG not found: expected {absent[0]!r} ({len(absent)} of {len(out)} missing); "
-            f"write them with `{PREPARE_COMMAND}` (see DATASET.md, 'Generic evaluation')"
-        )
-    logger.info("Loaded %d images for generic evaluation from %s", len(out), panoptic_json)
-    return out
+    """:func:`load_panoptic_generic` of COCO panoptic."""
+    return load_panoptic_generic(image_root, panoptic_root, panoptic_json, sem_seg_root, instances_json)
 
 
 def register_coco_panoptic_generic(root: str | None = None, name: str = COCO_GENERIC_VAL) -> str:
@@ -201,14 +270,21 @@ def semantic_from_panoptic(ids: np.ndarray, segments: Sequence[dict]) -> np.ndar
     return out
 
 
-def thing_annotations(ids: np.ndarray, segments: Sequence[dict], image_id: Any, first_id: int) -> list[dict]:
+def thing_annotations(
+    ids: np.ndarray,
+    segments: Sequence[dict],
+    image_id: Any,
+    first_id: int,
+    isthing: Mapping[int, bool] | None = None,
+) -> list[dict]:
     """COCO instance annotations of an image's thing segments (crowd ones with ``iscrowd`` 1).
 
     Args:
         ids: (H, W) segment ids of the panoptic PNG.
-        segments: the image's segments with the JSON's (COCO) ``category_id``.
+        segments: the image's segments with the JSON's ``category_id``.
         image_id: the image's id.
         first_id: the annotation id of the first one (then consecutive).
+        isthing: JSON category id -> whether it is a thing (default: COCO's categories); other ids are skipped.
 
     Returns:
         ``{"id", "image_id", "category_id", "segmentation" (compressed RLE), "area", "bbox" (XYWH),
@@ -216,7 +292,7 @@ def thing_annotations(ids: np.ndarray, segments: Sequence[dict], image_id: Any, 
     """
     from pycocotools import mask as mask_util
 
-    isthing = _coco_isthing()
+    isthing = _coco_isthing() if isthing is None else isthing
     anns = []
     for seg in segments:
         if not isthing.get(seg["category_id"], False):
@@ -239,36 +315,42 @@ def thing_annotations(ids: np.ndarray, segments: Sequence[dict], image_id: Any, 
     return anns
 
 
-def _thing_categories() -> list[dict]:
-    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+def _thing_categories(spec: PanopticGenericSpec) -> list[dict]:
+    things = sorted((c for c in spec.categories if c["isthing"]), key=lambda c: c["id"])
+    return [{"id": int(c["id"]), "name": c["name"]} for c in things]
 
-    return [{"id": c["id"], "name": c["name"]} for c in sorted(COCO_CATEGORIES, key=lambda c: c["id"]) if c["isthing"]]
 
-
-def prepare_generic_annotations(root: str, split: str = "val2017", instances: str = "auto") -> dict[str, Any]:
-    """Write the semantic PNGs (and the instances JSON) of a COCO panoptic split under ``root``.
+def write_generic_annotations(
+    paths: Mapping[str, str], instances: str = "auto", spec: PanopticGenericSpec | None = None
+) -> dict[str, Any]:
+    """Write the semantic PNGs (and the instances JSON) of a COCO-format panoptic set.
 
     Every panoptic PNG is read and checked against its ``segments_info``
-    (:func:`~semantic_sam.evaluation.generic.check_panoptic_segments`), then
-    ``coco/panoptic_semseg_<split>/<PNG name>`` is written (:func:`semantic_from_panoptic`).
-    ``instances``: ``"auto"`` writes ``coco/annotations/instances_<split>.json`` from the thing segments
-    (:func:`thing_annotations`; the 80 thing categories) only when it does not exist, ``"always"``
-    overwrites it, ``"never"`` leaves it alone.
+    (:func:`~semantic_sam.evaluation.generic.check_panoptic_segments`), then ``<sem_seg_root>/<PNG name>``
+    is written (:func:`semantic_from_panoptic`). ``instances``: ``"auto"`` writes ``instances_json`` from the
+    thing segments (:func:`thing_annotations`; the spec's thing categories) only when it does not exist,
+    ``"always"`` overwrites it, ``"never"`` leaves it alone.
+
+    Args:
+        paths: ``image_root``, ``panoptic_root``, ``panoptic_json`` (read), ``sem_seg_root``,
+            ``instances_json`` (written), as :func:`coco_panoptic_generic_paths` gives them.
+        spec: the set's categories and messages (default: COCO panoptic's).
 
     Returns:
         ``{"images": n, "sem_seg_root": path, "instances_json": path or None (not written)}``.
 
     Raises:
         FileNotFoundError: the panoptic PNG folder, the JSON or a PNG is missing.
-        PanopticJSONError: the JSON is unusable or names a category outside COCO panoptic's 133.
+        PanopticJSONError: the JSON is unusable or names a category outside the spec's.
         PanopticSegmentsError: a PNG does not match its segments (names the PNG and the id).
     """
     if instances not in ("auto", "always", "never"):
         raise ValueError(f"instances must be 'auto', 'always' or 'never', got {instances!r}")
-    paths = coco_panoptic_generic_paths(root, split)
+    spec = coco_panoptic_generic_spec() if spec is None else spec
     dicts = load_coco_panoptic_interactive(paths["image_root"], paths["panoptic_root"], paths["panoptic_json"])
     write_instances = instances == "always" or (instances == "auto" and not os.path.isfile(paths["instances_json"]))
     os.makedirs(paths["sem_seg_root"], exist_ok=True)
+    isthing = spec.isthing()
     images, annotations = [], []
     for i, d in enumerate(dicts):
         png = d["pan_seg_file_name"]
@@ -279,7 +361,7 @@ def prepare_generic_annotations(root: str, split: str = "val2017", instances: st
         ids = read_panoptic_ids(png)
         where = f"{png} (image_id {d['image_id']!r}, {paths['panoptic_json']})"
         check_panoptic_segments(ids, d["segments_info"], where)
-        segments = _contiguous_segments(d, i, paths["panoptic_json"])
+        segments = _contiguous_segments(d, i, paths["panoptic_json"], spec)
         target = os.path.join(paths["sem_seg_root"], os.path.splitext(os.path.basename(png))[0] + ".png")
         Image.fromarray(semantic_from_panoptic(ids, segments)).save(target)
         if write_instances:
@@ -287,11 +369,11 @@ def prepare_generic_annotations(root: str, split: str = "val2017", instances: st
                 {"id": d["image_id"], "file_name": os.path.basename(d["file_name"]), "height": d["height"],
                  "width": d["width"]}
             )
-            annotations += thing_annotations(ids, d["segments_info"], d["image_id"], len(annotations) + 1)
+            annotations += thing_annotations(ids, d["segments_info"], d["image_id"], len(annotations) + 1, isthing)
     if write_instances:
         os.makedirs(os.path.dirname(paths["instances_json"]), exist_ok=True)
         with open(paths["instances_json"], "w", encoding="utf-8") as f:
-            json.dump({"images": images, "annotations": annotations, "categories": _thing_categories()}, f)
+            json.dump({"images": images, "annotations": annotations, "categories": _thing_categories(spec)}, f)
     logger.info(
         "wrote %d semantic PNGs to %s%s", len(dicts), paths["sem_seg_root"],
         f" and {paths['instances_json']}" if write_instances else "",
@@ -301,3 +383,10 @@ def prepare_generic_annotations(root: str, split: str = "val2017", instances: st
         "sem_seg_root": paths["sem_seg_root"],
         "instances_json": paths["instances_json"] if write_instances else None,
     }
+
+
+def prepare_generic_annotations(root: str, split: str = "val2017", instances: str = "auto") -> dict[str, Any]:
+    """:func:`write_generic_annotations` of a COCO panoptic split under ``root``: the semantic PNGs go to
+    ``coco/panoptic_semseg_<split>/``, the instances JSON (the 80 thing categories) to
+    ``coco/annotations/instances_<split>.json``."""
+    return write_generic_annotations(coco_panoptic_generic_paths(root, split), instances)

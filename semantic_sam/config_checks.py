@@ -76,6 +76,10 @@ def check_config(cfg: Mapping, sources: Mapping[str, str] | None = None) -> None
         _check_swin(c)
     _check_decoder_sizes(c)
     c.one_of("MODEL.TEXT.ARCH", TEXT_ARCHS, " (the reference's vlpencoder is unicl here)")
+    c.number("MODEL.TEXT.LOGIT_SCALE_INIT", low=-10.0, high=10.0)
+    templates = c.get("MODEL.TEXT.PROMPT_TEMPLATES")
+    if not all(isinstance(t, str) and t.count("{}") == 1 for t in templates) or len(set(templates)) != len(templates):
+        c.fail("MODEL.TEXT.PROMPT_TEMPLATES", "distinct format strings with exactly one '{}' ([] = the reference's 81)")
     if model["ENCODER"]["NAME"] == "encoder_deform":
         _check_pixel_decoder(c, swin=model["BACKBONE"]["NAME"] == "swin")
     if model["DECODER"]["NAME"] == "interactive_mask_dino":

@@ -20,6 +20,11 @@ their images are those of ``ROOT/sa1b_json/{train,val}``)::
     ROOT/builtin_panoptic/panoptic_{train,val}/sa_N.png    objects and stuff, COCO panoptic
     ROOT/builtin_panoptic/panoptic_{train,val}.json
     ROOT/builtin_parts/{train,val}.json                    parts and sub-parts, VLPart's Pascal-Part JSON
+    ROOT/builtin_panoptic/panoptic_semseg_val/sa_N.png     (panoptic) val semantic PNGs, 255 = void
+    ROOT/builtin_panoptic/instances_val.json               (panoptic) val thing segments as COCO instances
+
+The last two are what generic evaluation (``builtin_panoptic_val_generic``: PQ, AP, mIoU) reads besides the
+panoptic layout, derived from it as for COCO (:func:`write_builtin_generic_annotations`).
 
 The train scenes are images ``0..num_train-1`` of seed ``--seed`` (ids from 1), the val
 scenes images ``0..num_val-1`` of seed ``--seed + 1`` (ids from 1000001), so val is held out.
@@ -38,7 +43,7 @@ mask as an ``object:part`` annotation (its SA-1B RLE and box), ``object`` being 
 enclosing object (or group); all the part classes are listed as ``categories`` in every split.
 
 Deterministic in ``--seed``; importable: :func:`make_builtin_data`, :func:`finest_partition`,
-:func:`write_builtin_panoptic`, :func:`write_builtin_parts`.
+:func:`write_builtin_panoptic`, :func:`write_builtin_generic_annotations`, :func:`write_builtin_parts`.
 """
 from __future__ import annotations
 
@@ -57,7 +62,13 @@ if __name__ == "__main__" and not __package__:
     raise SystemExit("run it from the repository root as a module: python -m tools.make_builtin_data [options]")
 
 from datasets.builtin_labels import builtin_panoptic_categories, builtin_part_categories  # noqa: E402
-from datasets.register_builtin_labelled import builtin_panoptic_paths, builtin_parts_paths  # noqa: E402
+from datasets.register_builtin_labelled import (  # noqa: E402
+    builtin_panoptic_generic_paths,
+    builtin_panoptic_generic_spec,
+    builtin_panoptic_paths,
+    builtin_parts_paths,
+)
+from datasets.register_coco_panoptic_generic import write_generic_annotations  # noqa: E402
 from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths  # noqa: E402
 from datasets.tiny_coco_panoptic import segment_info  # noqa: E402
 from tools.convert_sa1b_to_tsv import convert_sa1b_to_tsv  # noqa: E402
@@ -71,6 +82,7 @@ __all__ = [
     "finest_partition",
     "main",
     "make_builtin_data",
+    "write_builtin_generic_annotations",
     "write_builtin_panoptic",
     "write_builtin_parts",
 ]
@@ -281,6 +293,21 @@ def write_builtin_panoptic(
     return paths["panoptic_json"]
 
 
+def write_builtin_generic_annotations(root: str, split: str = "val") -> dict:
+    """Write the semantic PNGs and the instances JSON of the ``builtin_panoptic_<split>`` layout under ``root``
+    (:func:`datasets.register_builtin_labelled.builtin_panoptic_generic_paths`), derived from its panoptic PNGs
+    and JSON as for COCO (:func:`datasets.register_coco_panoptic_generic.write_generic_annotations`: semantic
+    PNG = contiguous class 0-13 of each pixel's segment, 255 void; one instance per thing segment, the 9
+    thing categories). Both are overwritten.
+
+    Returns:
+        ``{"images": n, "sem_seg_root": path, "instances_json": path}``.
+    """
+    return write_generic_annotations(
+        builtin_panoptic_generic_paths(split, root), instances="always", spec=builtin_panoptic_generic_spec()
+    )
+
+
 def write_builtin_parts(pairs: Sequence[tuple[str, str]], root: str, split: str, progress: bool = False) -> str:
     """Write the scenes ``pairs`` ((jpg, json) paths, the jpgs in ``ROOT/sa1b_json/<split>``) as the
     ``builtin_parts_<split>`` layout under ``root``: VLPart's Pascal-Part JSON (see the module docstring);
@@ -355,7 +382,8 @@ def make_builtin_data(
         num_shards: TSV shards of the train split.
         progress: show progress bars.
         labelled: labelled layouts of both splits to write as well, of :data:`LABELLED_LAYOUTS`
-            (``"panoptic"``, ``"parts"``); they leave the other outputs unchanged.
+            (``"panoptic"``, ``"parts"``; ``"panoptic"`` also writes the val split's derived files of
+            generic evaluation); they leave the other outputs unchanged.
 
     Returns:
         :func:`builtin_env` of ``output``.
@@ -375,6 +403,8 @@ def make_builtin_data(
     for split, pairs in (("train", train), ("val", val)):
         if "panoptic" in labelled:
             write_builtin_panoptic(pairs, output, split, min_area, progress)
+            if split == "val":
+                write_builtin_generic_annotations(output, split)
         if "parts" in labelled:
             write_builtin_parts(pairs, output, split, progress)
     return env

@@ -63,6 +63,7 @@ __all__ = [
     "PartAPEvaluator",
     "build_generic_evaluator",
     "check_panoptic_segments",
+    "format_per_class_pq",
     "headline_metrics",
     "is_generic_dataset",
     "is_part_dataset",
@@ -96,9 +97,11 @@ def is_part_dataset(metadata: Metadata) -> bool:
 
 def is_generic_dataset(dataset_name: str) -> bool:
     """Whether ``dataset_name`` is evaluated by whole-image segmentation (generic queries): COCO panoptic
-    with ``evaluator_type`` in :data:`GENERIC_EVALUATOR_TYPES`, or a part dataset."""
+    with ``evaluator_type`` in :data:`GENERIC_EVALUATOR_TYPES`, or a part dataset without an
+    ``evaluator_type`` of its own (a part set's interactive evaluation has the interactive one)."""
     meta = MetadataCatalog.get(dataset_name)
-    return meta.get("evaluator_type", None) in GENERIC_EVALUATOR_TYPES or is_part_dataset(meta)
+    evaluator_type = meta.get("evaluator_type", None)
+    return evaluator_type in GENERIC_EVALUATOR_TYPES or (evaluator_type is None and is_part_dataset(meta))
 
 
 def read_panoptic_ids(path: str) -> np.ndarray:
@@ -254,6 +257,10 @@ class CheckedPanopticEvaluator(COCOPanopticEvaluator):
       the metadata's classes (a subset of COCO, such as the tiny test set), panopticapi would stop at the
       first prediction of such a class, so the evaluation reads a copy of the JSON that lists them all
       (classes without GT count only when predicted, as false positives, as with COCO's own JSON).
+
+    It also reports PQ, SQ and RQ per class (panopticapi's per-class numbers, which detectron2 does not
+    pass on): ``PQ/<class>``, ``SQ/<class>``, ``RQ/<class>`` in ``panoptic_seg`` (percent) for every class
+    with GT segments or predictions, logged as a table.
     """
 
     def evaluate(self):
@@ -262,10 +269,24 @@ class CheckedPanopticEvaluator(COCOPanopticEvaluator):
         gt_json = self._metadata.panoptic_json
         with PathManager.open(gt_json, "r") as f:
             data = json.load(f)
+        recorded: dict = {}
+        with _recording_pq_compute(recorded):
+            results = self._evaluate_over_label_space(data)
+        if results and "pq" in recorded:
+            per_class = self._per_class(recorded["pq"], data)
+            results["panoptic_seg"].update(per_class)
+            if per_class:
+                name = self._metadata.get("name", gt_json)
+                logger.info("Per-class PQ of %s:\n%s", name, format_per_class_pq(per_class))
+        return results
+
+    def _evaluate_over_label_space(self, data: dict):
+        gt_json = self._metadata.panoptic_json
         listed = {c.get("id") for c in data.get("categories", [])}
         missing = [c for c in self._label_space_categories() if c["id"] not in listed]
         if not missing:
             return super().evaluate()
+        data = dict(data)
         metadata = self._metadata
         with tempfile.TemporaryDirectory(prefix="panoptic_gt") as tmp:
             data["categories"] = list(data.get("categories", [])) + missing
@@ -279,6 +300,24 @@ class CheckedPanopticEvaluator(COCOPanopticEvaluator):
                 return super().evaluate()
             finally:
                 self._metadata = metadata
+
+    def _per_class(self, pq_res: dict, data: dict) -> OrderedDict[str, float]:
+        """``PQ/<name>``, ``SQ/<name>``, ``RQ/<name>`` of the classes with (non-crowd) GT segments or
+        predictions, in class order, from panopticapi's ``per_class`` results (keyed by category id)."""
+        present = {
+            int(seg["category_id"])
+            for ann in data.get("annotations", [])
+            for seg in ann.get("segments_info", [])
+            if not seg.get("iscrowd", 0)
+        }
+        present |= {int(seg["category_id"]) for p in self._predictions for seg in p.get("segments_info", [])}
+        out: OrderedDict[str, float] = OrderedDict()
+        per_class = pq_res.get("per_class", {})
+        for cat in self._label_space_categories():
+            if cat["id"] in present and cat["id"] in per_class:
+                for metric in ("PQ", "SQ", "RQ"):
+                    out[f"{metric}/{cat['name']}"] = 100.0 * float(per_class[cat["id"]][metric.lower()])
+        return out
 
     def _label_space_categories(self) -> list[dict]:
         """``{"id", "name", "isthing"}`` of every class of the metadata (things and stuff)."""
@@ -301,6 +340,32 @@ class CheckedPanopticEvaluator(COCOPanopticEvaluator):
             where = f"{png} (image_id {inp.get('image_id')!r}, {self._metadata.get('panoptic_json', 'panoptic JSON')})"
             check_panoptic_segments(read_panoptic_ids(png), inp["segments_info"], where)
         super().process(inputs, outputs)
+
+
+@contextlib.contextmanager
+def _recording_pq_compute(recorded: dict):
+    """Within the block, panopticapi's ``pq_compute`` (which ``COCOPanopticEvaluator.evaluate`` imports when
+    it runs) also puts its result, per-class numbers included, in ``recorded["pq"]``."""
+    import panopticapi.evaluation as panoptic_evaluation
+
+    original = panoptic_evaluation.pq_compute
+
+    def recording(*args, **kwargs):
+        recorded["pq"] = original(*args, **kwargs)
+        return recorded["pq"]
+
+    panoptic_evaluation.pq_compute = recording
+    try:
+        yield
+    finally:
+        panoptic_evaluation.pq_compute = original
+
+
+def format_per_class_pq(per_class: Mapping[str, float]) -> str:
+    """A class x (PQ, SQ, RQ) table of :class:`CheckedPanopticEvaluator`'s per-class keys."""
+    names = [k[len("PQ/"):] for k in per_class if k.startswith("PQ/")]
+    rows = [[name] + [f"{per_class[f'{m}/{name}']:.2f}" for m in ("PQ", "SQ", "RQ")] for name in names]
+    return tabulate(rows, headers=["class", "PQ", "SQ", "RQ"], tablefmt="pipe", stralign="right", disable_numparse=True)
 
 
 class CheckedCOCOEvaluator(COCOEvaluator):
@@ -550,6 +615,8 @@ _HEADLINES: tuple[tuple[str, str, str], ...] = (
     ("interactive", "1-IoU@Oracle", "1-IoU@Oracle"),
     ("interactive", "label_acc@Max", "label_acc@Max"),
     ("interactive", "label_acc@Oracle", "label_acc@Oracle"),
+    ("interactive", "part_label_acc@Max", "part_label_acc@Max"),
+    ("interactive", "part_label_acc@Oracle", "part_label_acc@Oracle"),
     ("box", "1-IoU@Max", "box prompt 1-IoU@Max"),
     ("box", "1-IoU@Oracle", "box prompt 1-IoU@Oracle"),
     ("panoptic_seg", "PQ", "PQ"),
@@ -579,8 +646,8 @@ _HEADLINES: tuple[tuple[str, str, str], ...] = (
 
 def headline_metrics(results: Mapping[str, Mapping]) -> "OrderedDict[str, float]":
     """``{row name: value}`` of one dataset's results (``{task: {metric: value}}``) for the summary table:
-    interactive 1-IoU (and label accuracy), PQ/SQ/RQ (all, things, stuff), box and mask AP and AP50 (with
-    the seen/unseen averages of part datasets) and mIoU, those present."""
+    interactive 1-IoU (and object and part label accuracy), PQ/SQ/RQ (all, things, stuff), box and mask AP and AP50
+    (with the seen/unseen averages of part datasets) and mIoU, those present."""
     out: OrderedDict[str, float] = OrderedDict()
     for task, metric, row in _HEADLINES:
         value = results.get(task, {}).get(metric) if isinstance(results.get(task), Mapping) else None

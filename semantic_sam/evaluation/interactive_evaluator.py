@@ -18,7 +18,15 @@ When the model names its outputs (a text encoder: the outputs have ``pred_logits
 output's object label is the argmax of its logits, and ``label_acc@Max`` / ``label_acc@Oracle``
 are the percent of labelled segments (GT object class >= 0) whose Max / Oracle output has the
 GT's object label (``num_labelled_segments`` of them). Ties resolve to the first maximum, for
-the pick, the Oracle and the label alike. Without logits these keys are absent.
+the pick, the Oracle and the label alike. Without logits these keys are absent. Part labels are
+scored the same way when the outputs have ``pred_logits_part`` (a vocabulary with parts) and the
+inputs carry ``instances.gt_part_classes`` (a part dataset): ``part_label_acc@Max`` /
+``part_label_acc@Oracle`` over the ``num_part_labelled_segments`` segments with a part label (>= 0).
+
+Per class: when the inputs carry their ``"vocabulary"`` (``{"object": names, "part": names}``, which
+the GT classes index), each accuracy is also given per GT class, under ``<metric>/<name>`` keys
+(``label_acc@Max/house``, ``label_acc@Oracle/house``, ``num_labelled_segments/house``;
+``part_label_acc@Max/wheel``, ...; only the classes that have segments), and logged as a table.
 
 A mapper that cannot read a record returns :func:`skipped_record_input` in its place rather
 than another image: the model never sees it, and the evaluators count it in
@@ -48,13 +56,16 @@ __all__ = [
     "EVAL_PRECISIONS",
     "SKIPPED_RECORD",
     "InteractiveEvaluator",
+    "format_per_class_table",
     "format_results_table",
     "PromptedInference",
     "evaluation_dtype",
     "gt_masks_of",
     "gt_object_classes_of",
+    "gt_part_classes_of",
     "log_skipped_records",
     "mask_ious",
+    "per_class_accuracy",
     "skipped_record_input",
     "summarize_ious",
     "summarize_labels",
@@ -157,21 +168,11 @@ def summarize_ious(
     return res
 
 
-def summarize_labels(
+def _label_hits(
     labels: np.ndarray, gt_classes: np.ndarray, ious: np.ndarray, picks: np.ndarray
-) -> "OrderedDict[str, float]":
-    """Top-1 object-label accuracy of the Max and Oracle outputs.
-
-    Args:
-        labels: (S, L) object label (argmax of the logits) of each of the L outputs of S segments.
-        gt_classes: (S,) GT object class of each segment; negative = unlabelled (not scored).
-        ious: (S, L) IoU of each output with the GT; the Oracle output is its first maximum.
-        picks: (S,) index of the output with the highest predicted IoU (the Max output).
-
-    Returns:
-        ``num_labelled_segments`` and, when it is not 0, ``label_acc@Max`` and
-        ``label_acc@Oracle`` (percent of the labelled segments).
-    """
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(scored, {"Max": hits, "Oracle": hits})``: the (S,) mask of labelled segments (GT class >= 0) and,
+    for those, whether the Max / Oracle output's label is the GT's (checks the shapes)."""
     labels = np.asarray(labels, dtype=np.int64)
     gt_classes = np.asarray(gt_classes, dtype=np.int64)
     ious = np.asarray(ious, dtype=np.float64)
@@ -182,15 +183,79 @@ def summarize_labels(
             f"labels and ious must be (S, L), gt_classes and picks (S,); got {labels.shape}, {ious.shape}, "
             f"{gt_classes.shape} and {picks.shape}"
         )
-    res: OrderedDict[str, float] = OrderedDict()
     scored = gt_classes >= 0
-    res["num_labelled_segments"] = int(scored.sum())
+    rows = np.arange(n)[scored]
+    chosen = {"Max": picks[scored], "Oracle": ious[scored].argmax(axis=1) if n else picks[scored]}
+    return scored, {name: labels[rows, index] == gt_classes[scored] for name, index in chosen.items()}
+
+
+def summarize_labels(
+    labels: np.ndarray,
+    gt_classes: np.ndarray,
+    ious: np.ndarray,
+    picks: np.ndarray,
+    *,
+    acc_key: str = "label_acc",
+    count_key: str = "num_labelled_segments",
+) -> "OrderedDict[str, float]":
+    """Top-1 label accuracy of the Max and Oracle outputs (object labels; part labels with the part keys).
+
+    Args:
+        labels: (S, L) label (argmax of the logits) of each of the L outputs of S segments.
+        gt_classes: (S,) GT class of each segment; negative = unlabelled (not scored).
+        ious: (S, L) IoU of each output with the GT; the Oracle output is its first maximum.
+        picks: (S,) index of the output with the highest predicted IoU (the Max output).
+        acc_key, count_key: the names of the metrics (``part_label_acc``, ``num_part_labelled_segments``
+            for part labels).
+
+    Returns:
+        ``num_labelled_segments`` and, when it is not 0, ``label_acc@Max`` and
+        ``label_acc@Oracle`` (percent of the labelled segments).
+    """
+    scored, hits = _label_hits(labels, gt_classes, ious, picks)
+    res: OrderedDict[str, float] = OrderedDict()
+    res[count_key] = int(scored.sum())
     if not scored.any():
         return res
-    rows = np.arange(n)[scored]
-    chosen = {"Max": picks[scored], "Oracle": ious[scored].argmax(axis=1)}
-    for name, index in chosen.items():
-        res[f"label_acc@{name}"] = 100.0 * float((labels[rows, index] == gt_classes[scored]).mean())
+    for name, hit in hits.items():
+        res[f"{acc_key}@{name}"] = 100.0 * float(hit.mean())
+    return res
+
+
+def per_class_accuracy(
+    labels: np.ndarray,
+    gt_classes: np.ndarray,
+    ious: np.ndarray,
+    picks: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    acc_key: str = "label_acc",
+    count_key: str = "num_labelled_segments",
+) -> OrderedDict[str, float]:
+    """:func:`summarize_labels` of each GT class, under ``<key>/<class name>`` keys.
+
+    Args:
+        labels, gt_classes, ious, picks, acc_key, count_key: as for :func:`summarize_labels`.
+        class_names: the names the GT classes index (the vocabulary's ``"object"`` or ``"part"`` names).
+
+    Returns:
+        For each class that has labelled segments, in class order: ``<count_key>/<name>``,
+        ``<acc_key>@Max/<name>`` and ``<acc_key>@Oracle/<name>`` (percent of that class's segments).
+
+    Raises:
+        ValueError: a GT class is not an index of ``class_names``.
+    """
+    scored, hits = _label_hits(labels, gt_classes, ious, picks)
+    gt = np.asarray(gt_classes, dtype=np.int64)[scored]
+    if gt.size and gt.max() >= len(class_names):
+        raise ValueError(f"GT class {int(gt.max())} is not an index of the {len(class_names)} class names")
+    res: OrderedDict[str, float] = OrderedDict()
+    for c in np.unique(gt).tolist():
+        of_class = gt == c
+        name = class_names[c]
+        res[f"{count_key}/{name}"] = int(of_class.sum())
+        for metric, hit in hits.items():
+            res[f"{acc_key}@{metric}/{name}"] = 100.0 * float(hit[of_class].mean())
     return res
 
 
@@ -203,6 +268,29 @@ def gt_object_classes_of(inp: dict) -> torch.Tensor:
             "instances.gt_object_classes (the evaluation mapper writes them)"
         )
     return torch.as_tensor(inst.gt_object_classes, dtype=torch.int64)
+
+
+def gt_part_classes_of(inp: dict) -> torch.Tensor | None:
+    """The (M,) int64 GT part classes of a mapped input (``instances.gt_part_classes``; -1 = no part
+    label), or None when the input has none (object-level data)."""
+    inst = inp.get("instances")
+    if inst is None or not inst.has("gt_part_classes"):
+        return None
+    return torch.as_tensor(inst.gt_part_classes, dtype=torch.int64)
+
+
+def _vocabulary_of(inp: dict) -> dict[str, tuple[str, ...]] | None:
+    vocabulary = inp.get("vocabulary")
+    if vocabulary is None:
+        return None
+    return {"object": tuple(vocabulary["object"]), "part": tuple(vocabulary.get("part") or ())}
+
+
+# (acc_key, count_key, segment field of the labels, segment field of the GT class, vocabulary key)
+_LABEL_KINDS = (
+    ("label_acc", "num_labelled_segments", "object_labels", "gt_object_class", "object"),
+    ("part_label_acc", "num_part_labelled_segments", "part_labels", "gt_part_class", "part"),
+)
 
 
 class PromptedInference(nn.Module):
@@ -309,7 +397,9 @@ class InteractiveEvaluator(DatasetEvaluator):
     points first, as ``SemanticSAM.inference`` returns them. Predictions must be at the GT
     resolution (the mapper sets ``height``/``width`` to the resized image). Outputs with
     ``pred_logits`` (P + B, L, C_o) (a model with a text encoder) are also scored for object
-    labels against the input's ``instances.gt_object_classes`` (M,) (see the module docstring).
+    labels against the input's ``instances.gt_object_classes`` (M,), outputs with ``pred_logits_part``
+    (P + B, L, C_p) for part labels against ``instances.gt_part_classes`` (M,) when the input has them,
+    and per class when the inputs carry their ``"vocabulary"`` (see the module docstring).
 
     ``evaluate`` gathers the per-segment IoUs of every process (``comm.gather``) and returns,
     on the main process, ``OrderedDict(interactive={...}, box={...})`` (``box`` only when box
@@ -343,6 +433,7 @@ class InteractiveEvaluator(DatasetEvaluator):
     def reset(self) -> None:
         self._segments: list[dict] = []
         self._images: list[dict] = []  # one entry per input; a skipped record's is {SKIPPED_RECORD: ...}
+        self._vocabulary: dict | None = None  # the last vocabulary recorded in an image entry
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for inp, out in zip(inputs, outputs):
@@ -351,13 +442,15 @@ class InteractiveEvaluator(DatasetEvaluator):
                 continue
             gt = gt_masks_of(inp)
             num = gt.shape[0]
-            self._images.append(
-                {
-                    "image_id": inp.get("image_id"),
-                    "num_segments": num,
-                    "num_dropped_segments": int(inp.get("num_dropped_segments", 0)),
-                }
-            )
+            entry = {
+                "image_id": inp.get("image_id"),
+                "num_segments": num,
+                "num_dropped_segments": int(inp.get("num_dropped_segments", 0)),
+            }
+            vocabulary = _vocabulary_of(inp)
+            if vocabulary is not None and vocabulary != self._vocabulary:  # recorded when it changes
+                entry["vocabulary"] = self._vocabulary = vocabulary
+            self._images.append(entry)
             if num == 0:
                 continue
             kinds = [("point", inp.get("points"))] + ([("box", inp["boxes"])] if inp.get("boxes") is not None else [])
@@ -385,6 +478,16 @@ class InteractiveEvaluator(DatasetEvaluator):
                         f"{tuple(out['pred_ious'].shape)} and {num} GT segments"
                     )
                 labels = out["pred_logits"].argmax(dim=-1).cpu()  # (P + B, L): first maximum
+            part_labels = gt_parts = None
+            if "pred_logits_part" in out and gt_part_classes_of(inp) is not None:
+                gt_parts = gt_part_classes_of(inp).tolist()
+                if len(gt_parts) != num or out["pred_logits_part"].shape[:2] != out["pred_ious"].shape:
+                    raise ValueError(
+                        f"image {inp.get('image_id')!r}: pred_logits_part {tuple(out['pred_logits_part'].shape)} "
+                        f"and {len(gt_parts)} GT part classes do not match pred_ious "
+                        f"{tuple(out['pred_ious'].shape)} and {num} GT segments"
+                    )
+                part_labels = out["pred_logits_part"].argmax(dim=-1).cpu()
             for j, (kind, prompts) in enumerate(kinds):
                 for i in range(num):
                     row = j * num + i
@@ -401,6 +504,9 @@ class InteractiveEvaluator(DatasetEvaluator):
                     if labels is not None:
                         segment["object_labels"] = labels[row].tolist()
                         segment["gt_object_class"] = int(gt_classes[i])
+                    if part_labels is not None:
+                        segment["part_labels"] = part_labels[row].tolist()
+                        segment["gt_part_class"] = int(gt_parts[i])
                     self._segments.append(segment)
 
     def _gathered(self) -> tuple[list[dict], list[dict]] | None:
@@ -421,6 +527,7 @@ class InteractiveEvaluator(DatasetEvaluator):
         images = [im for im in entries if SKIPPED_RECORD not in im]
         skipped = [im[SKIPPED_RECORD] for im in entries if SKIPPED_RECORD in im]
         results: OrderedDict[str, dict] = OrderedDict()
+        scored: list[tuple] = []  # (results key, label kind, labels, GT classes, ious, picks) for the per-class tables
         for kind, key in (("point", "interactive"), ("box", "box")):
             segs = [s for s in segments if s["kind"] == kind]
             if kind == "box" and not segs:
@@ -428,16 +535,21 @@ class InteractiveEvaluator(DatasetEvaluator):
             ious = np.stack([s["ious"] for s in segs]) if segs else np.zeros((0, 0))
             picks = np.array([s["pick"] for s in segs], dtype=np.int64)
             results[key] = summarize_ious(ious, picks, self.max_clicks, self.noc_thresholds)
-            labelled = sum("object_labels" in s for s in segs)
-            if labelled and labelled != len(segs):
-                raise ValueError(
-                    f"{self.dataset_name}: {labelled} of {len(segs)} {kind} segments have object labels; "
-                    "a model names all its outputs or none"
-                )
-            if labelled:
-                labels = np.array([s["object_labels"] for s in segs], dtype=np.int64)
-                gt_classes = np.array([s["gt_object_class"] for s in segs], dtype=np.int64)
-                results[key].update(summarize_labels(labels, gt_classes, ious, picks))
+            for label_kind in _LABEL_KINDS:
+                acc_key, count_key, field, gt_field, what = label_kind
+                labelled = sum(field in s for s in segs)
+                if labelled and labelled != len(segs):
+                    raise ValueError(
+                        f"{self.dataset_name}: {labelled} of {len(segs)} {kind} segments have {what} labels; "
+                        "a model names all its outputs or none"
+                    )
+                if labelled:
+                    labels = np.array([s[field] for s in segs], dtype=np.int64)
+                    gt_classes = np.array([s[gt_field] for s in segs], dtype=np.int64)
+                    results[key].update(
+                        summarize_labels(labels, gt_classes, ious, picks, acc_key=acc_key, count_key=count_key)
+                    )
+                    scored.append((key, label_kind, labels, gt_classes, ious, picks))
         info = results["interactive"]
         info["num_images"] = len(images)
         info["num_images_without_segments"] = sum(1 for im in images if im["num_segments"] == 0)
@@ -447,8 +559,37 @@ class InteractiveEvaluator(DatasetEvaluator):
         if info["num_segments"] == 0:
             logger.warning("Interactive evaluation of %s: no GT segment in %d images", self.dataset_name, len(images))
         logger.info("Interactive evaluation of %s:\n%s", self.dataset_name, format_results_table(results))
+        self._add_per_class(results, scored, images)
         self._write(results, segments)
         return results
+
+    def _add_per_class(self, results: dict, scored: list[tuple], images: list[dict]) -> None:
+        """Put the per-class accuracies into ``results`` and log them as tables, when the inputs named one
+        vocabulary."""
+        if not scored:
+            return
+        vocabularies = []
+        for im in images:
+            if "vocabulary" in im and im["vocabulary"] not in vocabularies:
+                vocabularies.append(im["vocabulary"])
+        if len(vocabularies) != 1:
+            if vocabularies:
+                logger.warning(
+                    "Interactive evaluation of %s: the inputs name %d vocabularies; no per-class accuracy",
+                    self.dataset_name, len(vocabularies),
+                )
+            return
+        vocabulary = vocabularies[0]
+        for key, (acc_key, count_key, _, _, what), labels, gt_classes, ious, picks in scored:
+            per_class = per_class_accuracy(
+                labels, gt_classes, ious, picks, vocabulary[what], acc_key=acc_key, count_key=count_key
+            )
+            results[key].update(per_class)
+            if per_class:
+                logger.info(
+                    "Per-class %s of %s (%s prompts):\n%s", acc_key, self.dataset_name, key,
+                    format_per_class_table(per_class, acc_key, count_key),
+                )
 
     def _write(self, results: dict, segments: list[dict]) -> None:
         if not self.output_dir:
@@ -468,10 +609,26 @@ def with_weights(results: dict, weights: str | None) -> dict:
 
 
 def format_results_table(results: dict) -> str:
-    """A metric x prompt-kind table of :class:`InteractiveEvaluator` results."""
-    keys = list(dict.fromkeys(k for res in results.values() for k in res))
+    """A metric x prompt-kind table of :class:`InteractiveEvaluator` results (the per-class keys,
+    ``<metric>/<class>``, left out: see :func:`format_per_class_table`)."""
+    keys = list(dict.fromkeys(k for res in results.values() for k in res if "/" not in k))
     rows = [[k] + [_fmt(res.get(k)) for res in results.values()] for k in keys]
     return tabulate(rows, headers=["metric"] + list(results), tablefmt="pipe", stralign="right")
+
+
+def format_per_class_table(
+    per_class: dict, acc_key: str = "label_acc", count_key: str = "num_labelled_segments"
+) -> str:
+    """A class x (segments, Max, Oracle accuracy) table of :func:`per_class_accuracy`'s keys."""
+    prefix = f"{count_key}/"
+    names = [k[len(prefix):] for k in per_class if k.startswith(prefix)]
+    rows = [
+        [name, per_class[f"{count_key}/{name}"], _fmt(per_class[f"{acc_key}@Max/{name}"]),
+         _fmt(per_class[f"{acc_key}@Oracle/{name}"])]
+        for name in names
+    ]
+    headers = ["class", "segments", f"{acc_key}@Max", f"{acc_key}@Oracle"]
+    return tabulate(rows, headers=headers, tablefmt="pipe", stralign="right", disable_numparse=True)
 
 
 def _fmt(v) -> str:

@@ -68,6 +68,7 @@ class SemanticSAM(nn.Module):
         noise_scale: float = 0.4,
         labelled_criterion: Optional[Callable] = None,
         text_cache_dir: Optional[str] = None,
+        prompt_templates: Optional[Sequence[str]] = None,
         generic_criterion: Optional[Callable] = None,
         generic_test: Optional[Mapping[str, object]] = None,
     ) -> None:
@@ -90,6 +91,8 @@ class SemanticSAM(nn.Module):
                 for the training inputs that carry a ``"vocabulary"``; same rules as ``criterion``.
             text_cache_dir: on-disk cache of evaluation class embeddings (``MODEL.TEXT.CACHE_DIR``;
                 None: memory only).
+            prompt_templates: the text prompts' format strings (``MODEL.TEXT.PROMPT_TEMPLATES``): training
+                draws one per class, evaluation averages them; None or empty: the reference's 81.
             generic_criterion: the generic queries' criterion (Hungarian matching, denoising), used with
                 labelled inputs when the decoder has generic queries; same rules as ``criterion``.
             generic_test: options of :meth:`segment` (``MODEL.DECODER.TEST``: ``object_mask_threshold``,
@@ -114,6 +117,7 @@ class SemanticSAM(nn.Module):
         self.__dict__["_generic_criterion"] = generic_criterion
         self.generic_test = dict(generic_test or {})
         self.text_cache_dir = text_cache_dir or None
+        self.prompt_templates: Optional[tuple[str, ...]] = tuple(prompt_templates) if prompt_templates else None
         self.__dict__["_text_cache"] = None
 
     @classmethod
@@ -141,6 +145,7 @@ class SemanticSAM(nn.Module):
             "noise_scale": cfg.MODEL.DECODER.DN_NOISE_SCALE,
             "labelled_criterion": labelled_criterion,
             "text_cache_dir": cfg.MODEL.TEXT.CACHE_DIR,
+            "prompt_templates": list(cfg.MODEL.TEXT.PROMPT_TEMPLATES),
             "generic_criterion": generic_criterion,
             "generic_test": {
                 "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
@@ -184,7 +189,8 @@ class SemanticSAM(nn.Module):
         return int(getattr(self.sem_seg_head.predictor, "num_queries", 0)) > 0
 
     def class_embeddings(self, objects: Sequence[str], parts: Optional[Sequence[str]] = None) -> dict[str, Tensor]:
-        """Evaluation class embeddings of a vocabulary (every prompt template averaged, cached per name).
+        """Evaluation class embeddings of a vocabulary (every prompt template of
+        :attr:`prompt_templates` averaged, cached per name).
 
         Args:
             objects: C_o object class names.
@@ -199,10 +205,12 @@ class SemanticSAM(nn.Module):
         encoder = self.text_encoder
         if encoder is None:
             raise ValueError("this model has no text encoder (MODEL.TEXT.ARCH noencoder): it cannot name masks")
-        if self._text_cache is None or self._text_cache.encoder is not encoder:
-            from .language import TextEmbeddingCache
+        from .language import TextEmbeddingCache, prompt_templates
 
-            self.__dict__["_text_cache"] = TextEmbeddingCache(encoder, self.text_cache_dir)
+        templates = self.prompt_templates or prompt_templates()
+        cache = self._text_cache
+        if cache is None or cache.encoder is not encoder or cache.templates != templates:
+            self.__dict__["_text_cache"] = TextEmbeddingCache(encoder, self.text_cache_dir, templates=templates)
         out = {"object": self._text_cache(objects)}
         if parts is not None and len(parts) > 0:
             out["part"] = self._text_cache(parts)
@@ -220,7 +228,7 @@ class SemanticSAM(nn.Module):
                 "labelled training data needs a text encoder: set MODEL.TEXT.ARCH (unicl or open_clip)"
             )
         names = list(vocabulary["object"]) + list(vocabulary.get("part") or [])
-        embeddings = training_text_embeddings(encoder, names)
+        embeddings = training_text_embeddings(encoder, names, templates=self.prompt_templates)
         num_objects = len(vocabulary["object"])
         out = {"object": embeddings[:num_objects]}
         if len(names) > num_objects:

@@ -170,3 +170,22 @@ def test_errors(model):
         plain.sem_seg_head.predictor.class_logits(h, {"object": torch.randn(2, 512)})
     with pytest.raises(ValueError, match="no text encoder"):
         plain.class_embeddings(["cat"])
+
+
+def test_prompt_templates_of_the_config():
+    """MODEL.TEXT.PROMPT_TEMPLATES: evaluation averages exactly those templates, training draws among them."""
+    from semantic_sam.modeling.language import evaluation_text_embeddings, prompt_templates
+
+    torch.manual_seed(0)
+    m = build_model(load_config(TINY_TEXT, ['MODEL.TEXT.PROMPT_TEMPLATES=["{}", "a {} here"]'])).eval()
+    assert m.prompt_templates == ("{}", "a {} here")
+    enc = m.text_encoder
+    both = enc.encode_text(["car", "a car here"])  # (2, D), unit norm
+    mean = both.mean(0)
+    torch.testing.assert_close(m.class_embeddings(["car"])["object"][0], mean / mean.norm())
+    train = m.training_class_embeddings({"object": ["car"]})["object"][0].detach()
+    assert min(float((train - e).abs().max()) for e in both) < 1e-6  # one of the two, nothing else
+    m.prompt_templates = None  # the reference's 81; the cache follows the change
+    torch.testing.assert_close(
+        m.class_embeddings(["car"])["object"], evaluation_text_embeddings(enc, ["car"], prompt_templates())
+    )

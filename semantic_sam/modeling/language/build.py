@@ -83,6 +83,7 @@ def build_text_encoder(cfg: CfgNode) -> TextEncoder | None:
             context_length=_positive(text.CONTEXT_LENGTH, "MODEL.TEXT.CONTEXT_LENGTH", 2),
             dim_proj=dim_proj,
             autoregressive=bool(text.AUTOGRESSIVE),
+            logit_scale_init=text.LOGIT_SCALE_INIT,
         )
         if weights:
             report = load_language_weights(encoder, weights)

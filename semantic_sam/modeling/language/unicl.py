@@ -13,7 +13,7 @@ Architecture (the reference's ``LangEncoder/transformer.py`` + ``vlpencoder.py``
 * every LayerNorm is TF style (:class:`TFLayerNorm`: float32, eps 1e-12 inside the square root);
 * ``ln_final`` on all tokens, then the token at ``ids.argmax(-1)`` (the first EOT) is pooled,
   projected by ``lang_proj`` (W, D) and normalised: t / (||t|| + 1e-7);
-* ``logit_scale``: a learnable scalar, 1.0 at init.
+* ``logit_scale``: a learnable scalar, 1.0 at init (``MODEL.TEXT.LOGIT_SCALE_INIT``).
 
 :meth:`UniclTextEncoder.encode_ids` runs the transformer only on the positions up to the batch's
 last EOT: later positions cannot reach a pooled token, so the embeddings are the full-length ones
@@ -194,6 +194,7 @@ class UniclTextEncoder(TextEncoder):
         dim_proj: D (``MODEL.DIM_PROJ``; 512).
         autoregressive: causal attention (``MODEL.TEXT.AUTOGRESSIVE``; True in every reference config).
         pad_id: the tokenizer's padding id.
+        logit_scale_init: initial ``logit_scale`` s (logits are ``exp(s) * cos``; the reference's 1.0).
     """
 
     def __init__(
@@ -207,6 +208,7 @@ class UniclTextEncoder(TextEncoder):
         dim_proj: int = 512,
         autoregressive: bool = True,
         pad_id: int = 0,
+        logit_scale_init: float = 1.0,
     ):
         super().__init__()
         if vocab_size < VOCAB_SIZE:
@@ -224,7 +226,7 @@ class UniclTextEncoder(TextEncoder):
         )
         self.lang_proj = nn.Parameter(torch.empty(width, dim_proj))
         nn.init.trunc_normal_(self.lang_proj, std=0.02)
-        self.logit_scale = nn.Parameter(torch.ones([]))
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         self._signature = (
             f"unicl:width={width}:heads={heads}:layers={layers}:context={context_length}:"
             f"vocab={vocab_size}:dim={dim_proj}:autoregressive={autoregressive}:pad={pad_id}"

@@ -94,3 +94,20 @@ def test_open_clip_from_a_local_config_and_weights(tmp_path):
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build_text_encoder(load_config(TINY_TEXT, overrides))
+
+
+def test_logit_scale_init():
+    assert float(build_text_encoder(load_config(TINY_TEXT)).logit_scale) == 1.0  # the reference's
+    enc = build_text_encoder(load_config(TINY_TEXT, ["MODEL.TEXT.LOGIT_SCALE_INIT=2.6593"]))
+    assert float(enc.logit_scale) == pytest.approx(2.6593) and enc.logit_scale.requires_grad
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["MODEL.TEXT.LOGIT_SCALE_INIT=11.0"], r"'MODEL.TEXT.LOGIT_SCALE_INIT': 11.0; allowed: a number in \[-10, 10\]"),
+    (['MODEL.TEXT.PROMPT_TEMPLATES=["a {} and {}"]'], r"'MODEL.TEXT.PROMPT_TEMPLATES'.*exactly one '\{\}'"),
+    (['MODEL.TEXT.PROMPT_TEMPLATES=["{}", "{}"]'], r"'MODEL.TEXT.PROMPT_TEMPLATES'.*distinct format strings"),
+    (["MODEL.TEXT.PROMPT_TEMPLATES=[3]"], r"'MODEL.TEXT.PROMPT_TEMPLATES'.*format strings"),
+])
+def test_bad_template_and_scale_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TINY_TEXT, overrides)
