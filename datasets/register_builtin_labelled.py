@@ -60,7 +60,7 @@ from .builtin_labels import (
 from .json_files import read_json_object
 from .register_coco_panoptic_generic import PanopticGenericSpec, load_panoptic_generic, panoptic_generic_metadata
 from .register_coco_panoptic_interactive import EVALUATOR_TYPE as INTERACTIVE_EVALUATOR_TYPE
-from .register_coco_panoptic_interactive import dataset_root, load_coco_panoptic_interactive
+from .register_coco_panoptic_interactive import check_panoptic_paths, dataset_root, load_coco_panoptic_interactive
 from .register_coco_panoptic_labelled import labelled_segments
 from .register_part_datasets import PartJSONError, load_part_json
 
@@ -152,16 +152,6 @@ def _missing(path: str, what: str) -> FileNotFoundError:
     )
 
 
-def _check_panoptic_files(image_root: str, panoptic_root: str, panoptic_json: str) -> None:
-    for path, what, check in (
-        (image_root, "image folder", os.path.isdir),
-        (panoptic_root, "panoptic PNG folder", os.path.isdir),
-        (panoptic_json, "panoptic JSON", os.path.isfile),
-    ):
-        if not check(path):
-            raise _missing(path, what)
-
-
 def builtin_panoptic_metadata() -> dict[str, Any]:
     """The label space plus detectron2's panoptic class metadata: every class name under
     ``thing_classes`` and ``stuff_classes`` (as for COCO), dataset id -> contiguous id for things and stuff."""
@@ -184,7 +174,7 @@ def load_builtin_panoptic(
         PanopticJSONError: as :func:`load_coco_panoptic_interactive`, or a segment's category id is not
             a built-in panoptic class (names the file, the segment and the id).
     """
-    _check_panoptic_files(image_root, panoptic_root, panoptic_json)
+    check_panoptic_paths(image_root, panoptic_root, panoptic_json, _missing)
     to_class = {c["id"]: k for k, c in enumerate(builtin_panoptic_categories())}
     records = load_coco_panoptic_interactive(image_root, panoptic_root, panoptic_json)
     classes = f"the built-in panoptic categories (ids 1..{len(to_class)})"
@@ -204,7 +194,7 @@ def load_builtin_panoptic_generic(
             the command that writes it).
         PanopticJSONError: as :func:`load_builtin_panoptic`.
     """
-    _check_panoptic_files(image_root, panoptic_root, panoptic_json)
+    check_panoptic_paths(image_root, panoptic_root, panoptic_json, _missing)
     return load_panoptic_generic(
         image_root, panoptic_root, panoptic_json, sem_seg_root, instances_json, builtin_panoptic_generic_spec()
     )

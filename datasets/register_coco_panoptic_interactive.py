@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -29,6 +29,7 @@ __all__ = [
     "COCO_INTERACTIVE_VAL",
     "EVALUATOR_TYPE",
     "PanopticJSONError",
+    "check_panoptic_paths",
     "coco_panoptic_val_paths",
     "dataset_root",
     "load_coco_panoptic_interactive",
@@ -92,6 +93,20 @@ def _field(item: dict, name: str, types: type | tuple, where: str, path: str) ->
     return json_field(item, name, types, where, path, PanopticJSONError)
 
 
+def check_panoptic_paths(
+    image_root: str, panoptic_root: str, panoptic_json: str, missing: Callable[[str, str], Exception]
+) -> None:
+    """Raise ``missing(path, what)`` for the first of the image folder, the panoptic PNG folder and the
+    panoptic JSON that does not exist."""
+    for path, what, check in (
+        (image_root, "image folder", os.path.isdir),
+        (panoptic_root, "panoptic PNG folder", os.path.isdir),
+        (panoptic_json, "panoptic JSON", os.path.isfile),
+    ):
+        if not check(path):
+            raise missing(path, what)
+
+
 def load_coco_panoptic_interactive(image_root: str, panoptic_root: str, panoptic_json: str) -> list[dict]:
     """Read the panoptic JSON into detectron2 dataset dicts (one per image, JSON order).
 
@@ -107,13 +122,7 @@ def load_coco_panoptic_interactive(image_root: str, panoptic_root: str, panoptic
             of the wrong type, has no annotations, or an annotation names an unknown image
             (one line naming the file and the key).
     """
-    for path, what, check in (
-        (image_root, "image folder", os.path.isdir),
-        (panoptic_root, "panoptic PNG folder", os.path.isdir),
-        (panoptic_json, "panoptic JSON", os.path.isfile),
-    ):
-        if not check(path):
-            raise _missing(path, what)
+    check_panoptic_paths(image_root, panoptic_root, panoptic_json, _missing)
     p = panoptic_json
     data = _read_panoptic_json(p)
     images = _items(data, "images", p)

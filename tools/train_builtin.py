@@ -2,6 +2,9 @@
 
     python -m tools.train_builtin                       # everything, on the CPU
     python -m tools.train_builtin --skip-data --skip-train   # only export + evaluate
+    python -m tools.train_builtin --recognize           # + stage 2: the model that names what it segments
+    python -m tools.train_builtin --recognize --skip-data \
+        --stage1-weights models/builtin/semantic_sam_builtin.pth   # stage 2 only, from the shipped stage 1
 
 (from the repository root, which is also where the steps run).
 
@@ -15,6 +18,13 @@ Steps (each one a plain command you can also run by hand; they are printed):
    float16 to halve the file) at ``--checkpoint`` (default models/builtin/semantic_sam_builtin.pth).
 4. ``train_net.py --eval_only ... MODEL.WEIGHTS=<checkpoint>``: multi-granularity 1-IoU on the
    SA-1B-format val split and 1-IoU Max/Oracle on its COCO-panoptic copy.
+
+With ``--recognize`` (issue 17) the data also has its labelled layouts (``--labelled panoptic parts``) and
+stage 2 follows: ``train_net.py --config-file configs/semantic_sam_builtin_recognize.yaml
+MODEL.WEIGHTS=<stage 1> OUTPUT_DIR=OUT2`` (text encoder, labelled clicks, generic panoptic queries, on
+top of the stage-1 weights; ``--stage1-weights`` starts from an existing stage-1 checkpoint instead of
+training one), its export at ``--recognize-checkpoint`` and its evaluation on the held-out scenes:
+interactive (multi-granularity, 1-IoU Max/Oracle), object and part label accuracy of clicked masks, PQ.
 """
 from __future__ import annotations
 
@@ -38,6 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = os.path.join("configs", "semantic_sam_builtin.yaml")
 CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin.pth")
+RECOGNIZE_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize.yaml")
+RECOGNIZE_CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin_recognize.pth")
 
 __all__ = ["export_release_checkpoint", "main"]
 
@@ -81,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=CHECKPOINT, help="where the release checkpoint goes")
     p.add_argument("--skip-data", action="store_true", help="reuse the data in --data")
     p.add_argument("--skip-train", action="store_true", help="reuse OUTPUT_DIR/model_final.pth")
+    p.add_argument("--recognize", action="store_true", help="also train, export and evaluate stage 2 (naming)")
+    p.add_argument(
+        "--stage1-weights", default="", help="with --recognize: start stage 2 from this checkpoint, skip stage 1"
+    )
+    p.add_argument("--recognize-output-dir", default=os.path.join("output", "builtin_recognize"))
+    p.add_argument("--recognize-checkpoint", default=RECOGNIZE_CHECKPOINT)
     p.add_argument(
         "--threads",
         type=int,
@@ -88,25 +106,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="intra-op threads (default: 2 = the 2 cores the recipe is timed on). On a busy machine use 1: "
         "OpenMP threads that spin-wait for each other made a shared-core run ~10x slower",
     )
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides for training")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides for the last training stage (stage 2 with --recognize)")
     args = p.parse_args(argv)
+
+    if args.stage1_weights and not args.recognize:
+        p.error("--stage1-weights needs --recognize")
+    if args.stage1_weights and not os.path.isfile(args.stage1_weights):
+        p.error(f"--stage1-weights: no such file: {args.stage1_weights}")
 
     py = sys.executable
     env = builtin_env(args.data)
     times = {}
     if not args.skip_data:
-        cmd = [py, "-m", "tools.make_builtin_data", "--output", args.data, "--no-progress"]
+        labelled = ["--labelled", "panoptic", "parts"] if args.recognize else []
+        cmd = [py, "-m", "tools.make_builtin_data", "--output", args.data, "--no-progress", *labelled]
         times["data"] = _run(cmd, {}, args.threads)
-    if not args.skip_train:
-        cmd = [py, "train_net.py", "--config-file", CONFIG, f"OUTPUT_DIR={args.output_dir}", *args.opts]
-        times["train"] = _run(cmd, env, args.threads)
-    export_release_checkpoint(os.path.join(args.output_dir, "model_final.pth"), args.checkpoint)
-    print(f"\nwrote {args.checkpoint} ({os.path.getsize(args.checkpoint) / 2**20:.1f} MiB)")
-    cmd = [
-        py, "train_net.py", "--eval_only", "--config-file", CONFIG,
-        f"OUTPUT_DIR={os.path.join(args.output_dir, 'eval')}", f"MODEL.WEIGHTS={args.checkpoint}",
-    ]
-    times["eval"] = _run(cmd, env, args.threads)
+    stage1 = args.stage1_weights
+    if not stage1:
+        if not args.skip_train:
+            opts = () if args.recognize else args.opts
+            cmd = [py, "train_net.py", "--config-file", CONFIG, f"OUTPUT_DIR={args.output_dir}", *opts]
+            times["train"] = _run(cmd, env, args.threads)
+        export_release_checkpoint(os.path.join(args.output_dir, "model_final.pth"), args.checkpoint)
+        print(f"\nwrote {args.checkpoint} ({os.path.getsize(args.checkpoint) / 2**20:.1f} MiB)")
+        cmd = [
+            py, "train_net.py", "--eval_only", "--config-file", CONFIG,
+            f"OUTPUT_DIR={os.path.join(args.output_dir, 'eval')}", f"MODEL.WEIGHTS={args.checkpoint}",
+        ]
+        times["eval"] = _run(cmd, env, args.threads)
+        stage1 = args.checkpoint
+    if args.recognize:
+        out = args.recognize_output_dir
+        if not args.skip_train:
+            cmd = [
+                py, "train_net.py", "--config-file", RECOGNIZE_CONFIG, f"OUTPUT_DIR={out}", f"MODEL.WEIGHTS={stage1}",
+                *args.opts,
+            ]
+            times["train stage 2"] = _run(cmd, env, args.threads)
+        export_release_checkpoint(os.path.join(out, "model_final.pth"), args.recognize_checkpoint)
+        size = os.path.getsize(args.recognize_checkpoint) / 2**20
+        print(f"\nwrote {args.recognize_checkpoint} ({size:.1f} MiB)")
+        cmd = [
+            py, "train_net.py", "--eval_only", "--config-file", RECOGNIZE_CONFIG,
+            f"OUTPUT_DIR={os.path.join(out, 'eval')}", f"MODEL.WEIGHTS={args.recognize_checkpoint}",
+        ]
+        times["eval stage 2"] = _run(cmd, env, args.threads)
     print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
     return 0
 

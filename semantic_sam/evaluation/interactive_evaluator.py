@@ -388,6 +388,18 @@ def _device_of(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def _labels_and_gt(inp: dict, out: dict, key: str, gt_classes: torch.Tensor, num: int, what: str):
+    """``(labels (P + B, L) argmax of out[key] (first maximum), GT classes as a list)``, checked against the
+    prompts' outputs (``pred_ious``) and the ``num`` GT segments."""
+    gt = gt_classes.tolist()
+    if len(gt) != num or out[key].shape[:2] != out["pred_ious"].shape:
+        raise ValueError(
+            f"image {inp.get('image_id')!r}: {key} {tuple(out[key].shape)} and {len(gt)} GT {what} classes do not "
+            f"match pred_ious {tuple(out['pred_ious'].shape)} and {num} GT segments"
+        )
+    return out[key].argmax(dim=-1).cpu(), gt
+
+
 class InteractiveEvaluator(DatasetEvaluator):
     """1-click interactive metrics (Max, Oracle, per-output) for points and, if given, boxes.
 
@@ -468,26 +480,11 @@ class InteractiveEvaluator(DatasetEvaluator):
                 raise ValueError(f"image {inp.get('image_id')!r}: expected {expected} prompt outputs, got {got}")
             gt = gt.to(out["pred_masks"].device)
             segment_ids = inp.get("segment_ids", torch.arange(num)).tolist()
-            labels = gt_classes = None
+            labels = gt_classes = part_labels = gt_parts = None
             if "pred_logits" in out:
-                gt_classes = gt_object_classes_of(inp).tolist()
-                if len(gt_classes) != num or out["pred_logits"].shape[:2] != out["pred_ious"].shape:
-                    raise ValueError(
-                        f"image {inp.get('image_id')!r}: pred_logits {tuple(out['pred_logits'].shape)} and "
-                        f"{len(gt_classes)} GT object classes do not match pred_ious "
-                        f"{tuple(out['pred_ious'].shape)} and {num} GT segments"
-                    )
-                labels = out["pred_logits"].argmax(dim=-1).cpu()  # (P + B, L): first maximum
-            part_labels = gt_parts = None
+                labels, gt_classes = _labels_and_gt(inp, out, "pred_logits", gt_object_classes_of(inp), num, "object")
             if "pred_logits_part" in out and gt_part_classes_of(inp) is not None:
-                gt_parts = gt_part_classes_of(inp).tolist()
-                if len(gt_parts) != num or out["pred_logits_part"].shape[:2] != out["pred_ious"].shape:
-                    raise ValueError(
-                        f"image {inp.get('image_id')!r}: pred_logits_part {tuple(out['pred_logits_part'].shape)} "
-                        f"and {len(gt_parts)} GT part classes do not match pred_ious "
-                        f"{tuple(out['pred_ious'].shape)} and {num} GT segments"
-                    )
-                part_labels = out["pred_logits_part"].argmax(dim=-1).cpu()
+                part_labels, gt_parts = _labels_and_gt(inp, out, "pred_logits_part", gt_part_classes_of(inp), num, "part")
             for j, (kind, prompts) in enumerate(kinds):
                 for i in range(num):
                     row = j * num + i

@@ -29,3 +29,25 @@ def test_export_writes_a_half_precision_release_checkpoint_that_loads_strictly(t
             torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0, msg=k)
         else:
             assert torch.equal(a, b), k
+
+
+def test_stage1_weights_need_recognize_and_an_existing_file(tmp_path, capsys):
+    import pytest
+
+    from tools.train_builtin import main
+
+    with pytest.raises(SystemExit):
+        main(["--stage1-weights", "models/builtin/semantic_sam_builtin.pth"])
+    assert "--stage1-weights needs --recognize" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--recognize", "--stage1-weights", str(tmp_path / "nope.pth")])
+    assert f"--stage1-weights: no such file: {tmp_path / 'nope.pth'}" in capsys.readouterr().err
+
+
+def test_recognize_config_starts_from_the_shipped_stage1_and_names_the_heldout_sets():
+    cfg = load_config("configs/semantic_sam_builtin_recognize.yaml")
+    assert cfg.MODEL.WEIGHTS == "models/builtin/semantic_sam_builtin.pth"
+    assert cfg.MODEL.TEXT.ARCH == "unicl" and cfg.MODEL.DECODER.NUM_OBJECT_QUERIES > 0
+    assert set(cfg.DATASETS.TEST) >= {
+        "builtin_panoptic_val_interactive", "builtin_parts_val_interactive", "builtin_panoptic_val_generic"
+    }
