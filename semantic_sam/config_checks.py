@@ -282,6 +282,7 @@ def _check_query_decoder(c: _Checker, encoder_deform: bool) -> None:
     c.integer(d + "DEC_N_POINTS", 1)
     c.integer(d + "NUM_INTERACTIVE_TOKENS", 1, " (K, the tokens per prompt)")
     c.integer(d + "MAX_NUM_INSTANCE", 1, " (prompts per training image)")
+    c.integer(d + "LABELLED_MAX_NUM_INSTANCE", 0, " (prompts per labelled training image; 0 = MAX_NUM_INSTANCE)")
     c.number(d + "DN_NOISE_SCALE", 0, why=" (0 = no anchor noise)")
     c.number(d + "POINT_NOISE_FACTOR", 0)
     c.integer("MODEL.DIM_PROJ", 1)

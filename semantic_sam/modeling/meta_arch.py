@@ -62,6 +62,7 @@ class SemanticSAM(nn.Module):
         pixel_std: Sequence[float],
         size_divisibility: int = 32,
         num_clicks_per_image: int = 60,
+        num_clicks_per_labelled_image: Optional[int] = None,
         criterion: Optional[Callable] = None,
         train_box_prompts: bool = False,
         train_boxes_padded_frame: bool = False,
@@ -79,6 +80,8 @@ class SemanticSAM(nn.Module):
             pixel_mean, pixel_std: RGB normalization on the 0-255 scale.
             size_divisibility: images are zero-padded (after normalization) to a multiple of this.
             num_clicks_per_image: prompts sampled per training image (``MAX_NUM_INSTANCE``).
+            num_clicks_per_labelled_image: prompts per labelled training image (``LABELLED_MAX_NUM_INSTANCE``);
+                None or 0: ``num_clicks_per_image``.
             criterion: callable ``criterion(outputs, targets) -> dict[str, Tensor]`` with a
                 ``weight_dict``; it must hold no parameters or buffers (it is kept outside the module
                 tree, so it adds no state-dict keys).
@@ -108,6 +111,7 @@ class SemanticSAM(nn.Module):
         self.size_divisibility = size_divisibility
         self.num_tokens: int = int(sem_seg_head.predictor.num_tokens)
         self.num_clicks_per_image = num_clicks_per_image
+        self.num_clicks_per_labelled_image = num_clicks_per_labelled_image or num_clicks_per_image
         self.train_box_prompts = train_box_prompts
         self.train_boxes_padded_frame = train_boxes_padded_frame
         self.noise_scale = noise_scale
@@ -139,6 +143,7 @@ class SemanticSAM(nn.Module):
             "pixel_std": list(cfg.INPUT.PIXEL_STD),
             "size_divisibility": cfg.MODEL.DECODER.SIZE_DIVISIBILITY,
             "num_clicks_per_image": cfg.MODEL.DECODER.MAX_NUM_INSTANCE,
+            "num_clicks_per_labelled_image": cfg.MODEL.DECODER.LABELLED_MAX_NUM_INSTANCE,
             "criterion": criterion,
             "train_box_prompts": cfg.MODEL.DECODER.get("TRAIN_BOX_PROMPTS", False),
             "train_boxes_padded_frame": cfg.MODEL.DECODER.get("TRAIN_BOXES_PADDED_FRAME", False),
@@ -490,7 +495,7 @@ class SemanticSAM(nn.Module):
         return out
 
     def _sample_prompts(self, batched_inputs: list[dict], images: ImageList) -> list[ClickTargets]:
-        """Sample each training image's prompts and their targets."""
+        """Sample each training image's prompts and their targets (labelled images: their own prompt count)."""
         from ..data.prompt_sampling import prepare_click_targets
 
         padded_size = tuple(images.tensor.shape[-2:])
@@ -508,7 +513,7 @@ class SemanticSAM(nn.Module):
                     gt_masks.to(self.device).bool(),
                     tuple(image_size),
                     padded_size,
-                    num_clicks=self.num_clicks_per_image,
+                    num_clicks=self.num_clicks_per_labelled_image if "vocabulary" in x else self.num_clicks_per_image,
                     num_tokens=self.num_tokens,
                     box_prompts=self.train_box_prompts,
                     noise_scale=self.noise_scale,

@@ -166,3 +166,16 @@ def test_labelled_input_errors():
         model([_labelled(2, 0), other_vocabulary])
     with pytest.raises(ValueError, match="non-empty"):
         model({"toy_parts": []})
+
+
+def test_labelled_images_get_their_own_prompt_count():
+    """LABELLED_MAX_NUM_INSTANCE: prompts per labelled image; SA-1B images keep MAX_NUM_INSTANCE (6 here)."""
+    model = _model(overrides=["MODEL.DECODER.LABELLED_MAX_NUM_INSTANCE=3"])
+    labelled, sa1b = _labelled(5, 0), _sa1b(5, 1)
+    images = model.preprocess_image([labelled["image"]])
+    _seed()
+    assert len(model._sample_prompts([labelled], images)[0].prompt_gt_inds) == 3
+    assert len(model._sample_prompts([sa1b], images)[0].prompt_gt_inds) == 6
+    losses = _losses(model, {"toy_parts": [labelled], "sa1b": [sa1b]})
+    assert all(torch.isfinite(v) for v in losses.values()) and "toy_parts.loss_mask_part_cls_0" in losses
+    assert _model().num_clicks_per_labelled_image == 6  # 0: as SA-1B images
