@@ -283,6 +283,9 @@ def _check_query_decoder(c: _Checker, encoder_deform: bool) -> None:
     c.integer(d + "NUM_INTERACTIVE_TOKENS", 1, " (K, the tokens per prompt)")
     c.integer(d + "MAX_NUM_INSTANCE", 1, " (prompts per training image)")
     c.integer(d + "LABELLED_MAX_NUM_INSTANCE", 0, " (prompts per labelled training image; 0 = MAX_NUM_INSTANCE)")
+    if c.number(d + "PIXEL_CLASS_WEIGHT", 0, why=" (0 = no per-pixel class loss)") > 0 and c.get("MODEL.TEXT.ARCH") == "noencoder":
+        c.fail(d + "PIXEL_CLASS_WEIGHT", "0 with MODEL.TEXT.ARCH noencoder (the per-pixel class loss compares pixels "
+                                         "with class embeddings of the text encoder)", "MODEL.TEXT.ARCH")
     c.number(d + "DN_NOISE_SCALE", 0, why=" (0 = no anchor noise)")
     c.number(d + "POINT_NOISE_FACTOR", 0)
     c.integer("MODEL.DIM_PROJ", 1)

@@ -31,6 +31,7 @@ from .decoder.prompt_encoder import (
     check_token_indices,
 )
 from .criterion import build_criterion
+from .pixel_class_loss import pixel_class_loss, pixel_class_targets
 from .registry import BACKBONE, HEAD, META_ARCH, get_registered, register
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class SemanticSAM(nn.Module):
         prompt_templates: Optional[Sequence[str]] = None,
         generic_criterion: Optional[Callable] = None,
         generic_test: Optional[Mapping[str, object]] = None,
+        pixel_class_weight: float = 0.0,
     ) -> None:
         """
         Args:
@@ -100,6 +102,8 @@ class SemanticSAM(nn.Module):
                 labelled inputs when the decoder has generic queries; same rules as ``criterion``.
             generic_test: options of :meth:`segment` (``MODEL.DECODER.TEST``: ``object_mask_threshold``,
                 ``overlap_threshold``, ``transform_eval``, ``temperature``, ``detections_per_image``).
+            pixel_class_weight: weight of the per-pixel object-class loss on labelled images
+                (``PIXEL_CLASS_WEIGHT``, :mod:`.pixel_class_loss`; 0: none). Needs a text encoder.
         """
         super().__init__()
         self.backbone = backbone
@@ -123,6 +127,11 @@ class SemanticSAM(nn.Module):
         self.text_cache_dir = text_cache_dir or None
         self.prompt_templates: Optional[tuple[str, ...]] = tuple(prompt_templates) if prompt_templates else None
         self.__dict__["_text_cache"] = None
+        if pixel_class_weight < 0:
+            raise ValueError(f"pixel_class_weight must be >= 0, got {pixel_class_weight}")
+        if pixel_class_weight > 0 and sem_seg_head.predictor.lang_encoder is None:
+            raise ValueError("the per-pixel class loss (pixel_class_weight > 0) needs a text encoder")
+        self.pixel_class_weight = float(pixel_class_weight)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -152,6 +161,7 @@ class SemanticSAM(nn.Module):
             "text_cache_dir": cfg.MODEL.TEXT.CACHE_DIR,
             "prompt_templates": list(cfg.MODEL.TEXT.PROMPT_TEMPLATES),
             "generic_criterion": generic_criterion,
+            "pixel_class_weight": cfg.MODEL.DECODER.PIXEL_CLASS_WEIGHT,
             "generic_test": {
                 "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
                 "overlap_threshold": test.OVERLAP_THRESHOLD,
@@ -443,7 +453,25 @@ class SemanticSAM(nn.Module):
         weighted = {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
         if vocabulary is not None and self.has_generic_queries:
             weighted.update(self._generic_losses(inputs, targets, features, class_embeddings))
+        if vocabulary is not None and self.pixel_class_weight > 0:
+            weighted["loss_pixel_cls"] = self.pixel_class_weight * self._pixel_class_loss(
+                inputs, targets, features["mask_features"], class_embeddings["object"]
+            )
         return weighted
+
+    def _pixel_class_loss(
+        self, inputs: list[dict], click_targets: list[ClickTargets], mask_features: Tensor, object_embeddings: Tensor
+    ) -> Tensor:
+        """The unweighted per-pixel object-class loss of labelled images (:mod:`.pixel_class_loss`)."""
+        predictor = self.sem_seg_head.predictor
+        size = mask_features.shape[-2:]
+        maps = [
+            pixel_class_targets(t.ori_masks.to(self.device), x["instances"].gt_object_classes.to(self.device), size)
+            for x, t in zip(inputs, click_targets)
+        ]
+        return pixel_class_loss(
+            mask_features, predictor.class_embed, object_embeddings, predictor.lang_encoder.logit_scale, maps
+        )
 
     def _generic_losses(
         self,
