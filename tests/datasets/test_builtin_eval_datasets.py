@@ -28,19 +28,12 @@ from semantic_sam.evaluation import GenericEvaluator, InteractiveEvaluator, buil
 from semantic_sam.evaluation.generic import is_generic_dataset
 from tools.make_builtin_data import LABELLED_LAYOUTS, make_builtin_data
 from tools.prepare_coco_semantic_from_panoptic import main as prepare_main
+from tests.utils.catalog import unregister
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "semantic_sam_tiny_generic.yaml")
 NAMES = list(OBJECT_CLASSES) + list(STUFF_CLASSES)
 MIN_AREA = 20
-
-
-def _remove(names):
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +43,7 @@ def root(tmp_path_factory):
                       labelled=LABELLED_LAYOUTS)
     names = register_builtin_eval_datasets(root)
     yield root
-    _remove(names)
+    unregister(names)
 
 
 def _cfg(*overrides):
@@ -102,7 +95,7 @@ def test_register_datasets_registers_them_and_reads_nothing(root, tmp_path, monk
     """train_net's registration: the names resolve without any file under the root."""
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     cfg = _cfg(f"DATASETS.TEST=[{','.join(BUILTIN_EVAL_DATASETS)}]")
-    _remove(BUILTIN_EVAL_DATASETS)
+    unregister(BUILTIN_EVAL_DATASETS)
     try:
         register_datasets(cfg)
         assert set(BUILTIN_EVAL_DATASETS) <= set(DatasetCatalog.list())

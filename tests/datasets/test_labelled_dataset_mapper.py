@@ -16,6 +16,7 @@ from semantic_sam.config import ConfigError, get_default_config, load_config
 from semantic_sam.config_checks import _Checker
 from semantic_sam.data.labelled_config import LABELLED_SECTIONS, check_labelled_data_config
 from tools.make_part_fixtures import make_part_fixtures
+from tests.utils.catalog import unregister
 
 SECTIONS = ("COCO", "PASCAL_PART", "PARTIMAGENET", "PACO")
 PASCAL_PARTS_SORTED = [
@@ -31,9 +32,7 @@ def root(tmp_path_factory):
     make_part_fixtures(root)
     names = register_all_part_datasets(root) + [register_coco_panoptic_labelled(root)]
     yield root
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
+    unregister(names)
 
 
 def _cfg(size=32, min_scale=1.0, max_scale=1.0, flip="none", *extra):

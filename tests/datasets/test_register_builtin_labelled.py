@@ -18,17 +18,10 @@ from semantic_sam.config import load_config
 from semantic_sam.data.label_spaces import NO_PART, label_space_from_metadata
 from semantic_sam.errors import UserError
 from tools.make_builtin_data import LABELLED_LAYOUTS, make_builtin_data
+from tests.utils.catalog import unregister
 
 MIN_AREA = 20
 PART_CLASSES = [f"{o}:{p}" for o, (parts, subparts) in OBJECT_PARTS.items() for p in parts + subparts]
-
-
-def _remove(names):
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +31,7 @@ def root(tmp_path_factory):
                       labelled=LABELLED_LAYOUTS)
     names = register_builtin_labelled(root)
     yield root
-    _remove(names)
+    unregister(names)
 
 
 def _scene(root, split, file_name):
@@ -167,7 +160,7 @@ def test_missing_files_name_the_path_and_the_command(tmp_path):
             with pytest.raises(FileNotFoundError, match=r"make_builtin_data .*--labelled"):
                 DatasetCatalog.get(name)
     finally:
-        _remove(names)
+        unregister(names)
 
 
 def test_foreign_categories_and_ids_are_errors(root, tmp_path):
@@ -194,7 +187,7 @@ def test_foreign_categories_and_ids_are_errors(root, tmp_path):
             DatasetCatalog.get("builtin_panoptic_val")
         assert isinstance(e.value, UserError)
     finally:
-        _remove(names)
+        unregister(names)
 
 
 def test_training_splits_drop_images_without_segments(root, tmp_path):
@@ -221,4 +214,4 @@ def test_training_splits_drop_images_without_segments(root, tmp_path):
             val = DatasetCatalog.get(f"builtin_{kind}_val")
             assert len(val) == 2 and not val[0].get("segments_info", val[0].get("annotations"))
     finally:
-        _remove(names)
+        unregister(names)

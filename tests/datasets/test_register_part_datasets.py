@@ -21,6 +21,7 @@ from datasets.register_part_datasets import (
 )
 from semantic_sam.errors import UserError
 from tools.make_part_fixtures import make_part_fixtures
+from tests.utils.catalog import unregister
 
 PASCAL_OBJECTS = [
     "aeroplane", "bicycle", "bird", "bottle", "bus", "car", "cat", "cow", "dog", "horse", "motorbike", "person",
@@ -33,21 +34,13 @@ PASCAL_PARTS = [
 ]
 
 
-def _remove(names):
-    for n in names:
-        if n in DatasetCatalog.list():
-            DatasetCatalog.remove(n)
-        if n in MetadataCatalog.list():
-            MetadataCatalog.remove(n)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("labelled_root"))
     make_part_fixtures(root)
     names = register_all_part_datasets(root) + [register_coco_panoptic_labelled(root)]
     yield root
-    _remove(names)
+    unregister(names)
 
 
 def _json(root, rel):
@@ -74,7 +67,7 @@ def test_registration_reads_nothing_and_names_missing_files(tmp_path, monkeypatc
         with pytest.raises(FileNotFoundError, match=r"pascal_part.*VOC2010.*DETECTRON2_DATASETS"):
             DatasetCatalog.get(name)
     finally:
-        _remove([name])
+        unregister([name])
 
 
 def test_all_names_registered(root):
@@ -197,7 +190,7 @@ def test_coco_unknown_category_names_it_and_the_file(root, tmp_path):
         with pytest.raises(PanopticJSONError, match=message):
             DatasetCatalog.get(name)
     finally:
-        _remove([name])
+        unregister([name])
 
 
 def test_coco_missing_train_folder(tmp_path):
@@ -206,7 +199,7 @@ def test_coco_missing_train_folder(tmp_path):
         with pytest.raises(FileNotFoundError, match=r"train2017.*DETECTRON2_DATASETS"):
             DatasetCatalog.get(name)
     finally:
-        _remove([name])
+        unregister([name])
 
 
 # ------------------------------------------------------------------------------------------ JSON errors
@@ -262,7 +255,7 @@ def test_json_errors_name_the_file_and_key(root, tmp_path, family, edit, message
             DatasetCatalog.get(name)
         assert isinstance(e.value, UserError) and "\n" not in str(e.value)
     finally:
-        _remove([name])
+        unregister([name])
 
 
 def test_invalid_polygons_and_empty_images_are_dropped(root, tmp_path):
@@ -278,4 +271,4 @@ def test_invalid_polygons_and_empty_images_are_dropped(root, tmp_path):
         assert [d["image_id"] for d in dicts] == [9]  # image 25: every annotation crowd -> dropped (training split)
         assert [a["id"] for a in dicts[0]["annotations"]] == [1, 3, 4, 5, 6]
     finally:
-        _remove([name])
+        unregister([name])

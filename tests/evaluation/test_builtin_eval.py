@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import BitMasks, Boxes, Instances
 from panopticapi.utils import rgb2id
@@ -21,6 +21,7 @@ from semantic_sam.config import load_config
 from semantic_sam.evaluation import InteractiveEvaluator, PromptedInference, build_evaluator, summary_table
 from semantic_sam.evaluation import interactive_evaluator as ie
 from tools.make_builtin_data import LABELLED_LAYOUTS, make_builtin_data
+from tests.utils.catalog import unregister
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "semantic_sam_tiny_generic.yaml")
@@ -36,9 +37,7 @@ def root(tmp_path_factory):
                       labelled=LABELLED_LAYOUTS)
     names = register_builtin_eval_datasets(root)
     yield root
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
+    unregister(names)
 
 
 def _cfg(*overrides):
