@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fp32 (default, the reference's numerics) or bf16: bfloat16 autocast, ~2x faster image encoding "
         "on CPUs with AMX (see docs/PERFORMANCE.md)",
     )
+    model.add_argument(
+        "--click-box",
+        default=None,
+        choices=["demo", "eval"],
+        help="the box a click becomes: demo (the reference's 0.005 of the image, about the 6-pixel training box "
+        "at 1024 px; the default) or eval (the 6-pixel training box; the default for the built-in model's "
+        "configs, configs/semantic_sam_builtin*.yaml, trained at 224 px)",
+    )
     model.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
 
     labels = p.add_argument_group("labels (models with a text encoder)")
@@ -298,7 +306,12 @@ def is_builtin_config(cfg) -> bool:
 
 
 def _predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"short_side": args.short_side, "max_size": args.max_size, "precision": args.precision}
+    return {
+        "short_side": args.short_side,
+        "max_size": args.max_size,
+        "precision": args.precision,
+        "point_convention": getattr(args, "click_box", None) or "demo",
+    }
 
 
 # --------------------------------------------------------------------------------------- model
@@ -338,6 +351,9 @@ def load_model(args: argparse.Namespace):
         args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if default_model else predictor["short_side"]
     if args.max_size is None:
         args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if default_model else predictor["max_size"]
+    if getattr(args, "click_box", None) is None:
+        builtin_config = os.path.basename(args.config).startswith("semantic_sam_builtin")
+        args.click_box = "eval" if default_model or builtin_config else predictor["point_convention"]
     return model.eval()
 
 

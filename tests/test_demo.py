@@ -287,6 +287,22 @@ def test_web_app_limits(image_path, monkeypatch):
     assert (args.short_side, args.max_size) == (640, 2560)
 
 
+@pytest.mark.parametrize(
+    "argv, click_box",
+    [
+        (MODEL_ARGS, "demo"),  # a released-style config: the reference predictor's click box
+        (MODEL_ARGS + ["--click-box", "eval"], "eval"),
+        (["--device", "cpu"], "eval"),  # the built-in model, trained at 224 px with 6-pixel click boxes
+        (["--device", "cpu", "--click-box", "demo"], "demo"),
+    ],
+)
+def test_click_box_defaults_to_the_training_box_for_the_builtin_model(argv, click_box):
+    args = demo.build_parser().parse_args(argv)
+    model = demo.load_model(args)
+    assert args.click_box == click_box
+    assert demo.SemanticSamPredictor(model, **demo._predictor_kwargs(args)).point_convention == click_box
+
+
 # ------------------------------------------------------------------ labels (a model with a text encoder, issue 15)
 
 # the tiny parity checkpoint has no text encoder weights: they stay random (an optional key prefix)

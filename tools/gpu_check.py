@@ -336,10 +336,10 @@ def kernel_cases(quick: bool) -> list[KernelCase]:
     import random
 
     size = 128 if quick else 1024
-    levels = tuple((size // s, size // s) for s in (8, 16, 32, 64))
+    feature_shapes = tuple((size // s, size // s) for s in (8, 16, 32, 64))
     cases = [
-        KernelCase(f"released encoder {size} px", levels, 1, 0, 8, 32, 4, released=size),
-        KernelCase("released decoder cross-attn", levels, 2, 60 if quick else 360, 8, 32, 4, seed=1),
+        KernelCase(f"released encoder {size} px", feature_shapes, 1, 0, 8, 32, 4, released=size),
+        KernelCase("released decoder cross-attn", feature_shapes, 2, 60 if quick else 360, 8, 32, 4, seed=1),
         KernelCase("odd sizes", ((7, 5), (3, 9), (1, 1)), 3, 17, 3, 5, 3, seed=2),
         KernelCase("im2col chunks", ((6, 4), (3, 2)), 5, 9, 2, 8, 2, seed=3, im2col_step=2),
         KernelCase("no query", ((4, 4), (2, 2)), 2, 0, 2, 4, 2, seed=4),
@@ -348,8 +348,8 @@ def kernel_cases(quick: bool) -> list[KernelCase]:
     ]
     rng = random.Random(18)
     for i in range(2 if quick else 4):
-        n_levels = rng.randint(1, 4)
-        shapes = tuple((rng.randint(1, 24), rng.randint(1, 24)) for _ in range(n_levels))
+        num_feature_levels = rng.randint(1, 4)
+        shapes = tuple((rng.randint(1, 24), rng.randint(1, 24)) for _ in range(num_feature_levels))
         cases.append(KernelCase(
             f"random {i}", shapes, rng.randint(1, 3), rng.randint(1, 64), rng.choice((1, 2, 4, 8)),
             rng.choice((2, 8, 16, 32)), rng.randint(1, 4), seed=10 + i,
@@ -371,9 +371,9 @@ def kernel_problem(case: KernelCase) -> tuple:
     shapes = torch.tensor(case.shapes, dtype=torch.long).view(-1, 2)
     sizes = shapes[:, 0] * shapes[:, 1]
     starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-    s, n_levels = int(sizes.sum()), len(case.shapes)
+    s, num_feature_levels = int(sizes.sum()), len(case.shapes)
     value = torch.randn(case.b, s, case.heads, case.head_dim, generator=g, dtype=torch.float64)
-    loc_shape = (case.b, case.q, case.heads, n_levels, case.points)
+    loc_shape = (case.b, case.q, case.heads, num_feature_levels, case.points)
     locations = torch.rand(*loc_shape, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2
     weights = torch.rand(*loc_shape, generator=g, dtype=torch.float64)
     return value, shapes, starts, locations, weights
@@ -1000,8 +1000,7 @@ def _free(device: str) -> None:
 
 def _prompt_rows(check: Check, size: int, repeat: int) -> list[dict]:
     """Decoding clicks (all levels, binary masks at image size) and automatic mask generation, SwinT."""
-    from semantic_sam.predictor import ALL_LEVELS, SemanticSamAutomaticMaskGenerator, SemanticSamPredictor
-    from semantic_sam.predictor import levels_to_tokens
+    from semantic_sam.predictor import SemanticSamAutomaticMaskGenerator, SemanticSamPredictor
     from tools.bench.harness import click_points, synthetic_image
 
     config = TINY_CONFIG if check.quick else SWINT_CONFIG
@@ -1011,14 +1010,14 @@ def _prompt_rows(check: Check, size: int, repeat: int) -> list[dict]:
     clicks = 4 if check.quick else 64
     predictor = SemanticSamPredictor(model, short_side=None)
     predictor.set_image(image)
-    tokens = levels_to_tokens(ALL_LEVELS, predictor.num_tokens)
+    tokens = list(range(predictor.num_tokens))  # every granularity
     points = predictor.transform.apply_coords(click_points(clicks, (size, size)), predictor.original_size)
 
     def decode() -> None:
         low_res, _ = predictor.predict_low_res(points, None, tokens)
         predictor.upscale_binary(low_res)
 
-    row = {"case": f"decode {clicks} clicks x {len(tokens)} levels, {size}x{size}", "config": config,
+    row = {"case": f"decode {clicks} clicks x {len(tokens)} tokens, {size}x{size}", "config": config,
            "precision": "fp32"}
     rows = [dict(_timed(check, row, decode, repeat, 2), status="pass")]
     grid = 4 if check.quick else 32

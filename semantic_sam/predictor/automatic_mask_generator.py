@@ -83,6 +83,8 @@ class SemanticSamAutomaticMaskGenerator:
             the long side is capped at 2560 by default).
         precision: ``"fp32"`` (default) or ``"bf16"``, see :class:`SemanticSamPredictor` (when ``model``
             is a predictor, its own setting applies).
+        point_convention: the box each grid click becomes, see :class:`SemanticSamPredictor` (when
+            ``model`` is a predictor, its own setting applies).
         mode: ``"grid"`` (default): the click grid above. ``"generic"``: one pass of the model's generic
             queries over the whole image (``model.segment(..., instance=True, panoptic=False,
             semantic=False)``, Mask DINO's instance rules) in the predictor's vocabulary; needs a model
@@ -132,6 +134,7 @@ class SemanticSamAutomaticMaskGenerator:
         precision: str | None = None,
         mode: str = "grid",
         score_thresh: float = 0.5,
+        point_convention: str = "demo",
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -168,7 +171,9 @@ class SemanticSamAutomaticMaskGenerator:
         if isinstance(model, SemanticSamPredictor):
             self.predictor = model
         else:
-            self.predictor = SemanticSamPredictor(model, short_side=short_side, max_size=max_size, precision=precision)
+            self.predictor = SemanticSamPredictor(
+                model, short_side=short_side, max_size=max_size, precision=precision, point_convention=point_convention
+            )
         if mode == "generic":
             self._check_generic_model()
         self.mode = mode

@@ -17,6 +17,7 @@ from torch import Tensor
 from ..modeling.decoder.prompt_encoder import (
     box_to_prompt,
     check_attn_mask_mode,
+    check_point_convention,
     check_boxes_in_image,
     check_points_in_image,
     point_to_box,
@@ -64,6 +65,11 @@ class SemanticSamPredictor:
             prediction on that image; False recomputes it per call, as the reference.
         part_score_thresh: a mask's part label is given only when the top part's score (sigmoid of
             its logit) is at least this (default 0.25, SEMANTIC_SPEC §6).
+        point_convention: the box a click becomes (:func:`~semantic_sam.modeling.decoder.prompt_encoder.click_boxes`):
+            ``"demo"`` (default, the reference's predictor): 0.005 of the image, about the 6-pixel training
+            box at 1024 px; ``"eval"``: the 6-pixel box itself, as training and evaluation give it. A model
+            trained on small images (the built-in model, 224 px: 6 pixels are 2.7 %) sees its training
+            clicks only with ``"eval"``.
 
     **Labels.** When the model has a text encoder (:attr:`has_text_encoder`), every mask can also be
     named: its top object label and top part label with their scores (sigmoid of the logits; see
@@ -101,8 +107,10 @@ class SemanticSamPredictor:
         precision: str | None = None,
         cache_decoder_memory: bool = True,
         part_score_thresh: float = PART_SCORE_THRESH,
+        point_convention: str = "demo",
     ) -> None:
         check_attn_mask_mode(attn_mask)
+        check_point_convention(point_convention, "point_convention")
         self.precision = parse_dtype(precision)
         self.model = model.eval()
         self._num_tokens = model_num_tokens(self.model)
@@ -114,6 +122,7 @@ class SemanticSamPredictor:
         self.island_area = island_area
         self.cache_decoder_memory = cache_decoder_memory
         self.part_score_thresh = part_score_thresh
+        self.point_convention = point_convention
         self._vocabulary: Vocabulary | None = None  # None: default_vocabulary(), built on first use
         self.reset_image()
 
@@ -423,7 +432,7 @@ class SemanticSamPredictor:
         with torch.inference_mode(), self._autocast():
             if point_coords is not None and len(point_coords):
                 pts = torch.as_tensor(point_coords, dtype=torch.float, device=self.device).reshape(-1, 2)
-                prompts.append(point_to_box(pts, (h, w), (hp, wp), convention="demo"))
+                prompts.append(point_to_box(pts, (h, w), (hp, wp), convention=self.point_convention))
             if boxes is not None and len(boxes):
                 b = torch.as_tensor(boxes, dtype=torch.float, device=self.device).reshape(-1, 4)
                 prompts.append(box_to_prompt(b, (hp, wp)))

@@ -213,3 +213,24 @@ def test_tiny_model_shapes_and_levels(tiny_model):
     recs = pred.predict_masks(point_coords=[[100, 80]])
     assert len(recs) == 1 and 1 <= len(recs[0]) <= 6
     assert all(r["mask"].shape == (200, 250) for r in recs[0])
+
+
+def test_point_convention_gives_the_training_click_box(tiny_model):
+    """``point_convention="eval"`` feeds the model the 6-pixel training box of each click (the decoder's
+    ``point_convention="eval"``); the default is the reference predictor's 0.005 box."""
+    image = _image(60, 80, seed=3)
+    clicks = np.array([[20.0, 30.0], [61.0, 12.0]])
+    outputs = {}
+    for convention in ("demo", "eval"):
+        pred = SemanticSamPredictor(tiny_model, short_side=None, point_convention=convention)
+        pred.set_image(image)
+        outputs[convention] = pred.predict(point_coords=clicks, return_logits=True)[0]
+        direct = tiny_model.inference(
+            [{"image": torch.from_numpy(image).permute(2, 0, 1), "points": torch.from_numpy(clicks).float()}],
+            tokens=levels_to_tokens(range(1, 7), 6), point_convention=convention,
+        )[0]["pred_masks"]
+        np.testing.assert_allclose(outputs[convention], direct.numpy(), atol=1e-4)
+    assert np.abs(outputs["demo"] - outputs["eval"]).max() > 1e-3
+    assert SemanticSamPredictor(tiny_model).point_convention == "demo"
+    with pytest.raises(ValueError, match="point_convention"):
+        SemanticSamPredictor(tiny_model, point_convention="sam")
