@@ -483,8 +483,9 @@ class InteractiveEvaluator(DatasetEvaluator):
             labels = gt_classes = part_labels = gt_parts = None
             if "pred_logits" in out:
                 labels, gt_classes = _labels_and_gt(inp, out, "pred_logits", gt_object_classes_of(inp), num, "object")
-            if "pred_logits_part" in out and gt_part_classes_of(inp) is not None:
-                part_labels, gt_parts = _labels_and_gt(inp, out, "pred_logits_part", gt_part_classes_of(inp), num, "part")
+            gt_part_classes = gt_part_classes_of(inp) if "pred_logits_part" in out else None
+            if gt_part_classes is not None:
+                part_labels, gt_parts = _labels_and_gt(inp, out, "pred_logits_part", gt_part_classes, num, "part")
             for j, (kind, prompts) in enumerate(kinds):
                 for i in range(num):
                     row = j * num + i

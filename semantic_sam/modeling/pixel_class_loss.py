@@ -87,9 +87,10 @@ def pixel_class_loss(
         raise ValueError(f"target maps must be (h, w) = {(h, w)}, got {tuple(target.shape[1:])}")
     if int(target.max()) >= class_embeddings.shape[0]:
         raise ValueError(f"class id {int(target.max())} is out of range for {class_embeddings.shape[0]} classes")
-    pixels = mask_features.permute(0, 2, 3, 1)[target != IGNORE]  # (P, C)
+    labelled = target != IGNORE
+    pixels = mask_features.permute(0, 2, 3, 1)[labelled]  # (P, C)
     if pixels.shape[0] == 0:
         return mask_features.sum() * 0.0
     visual = l2_normalize(pixels @ class_embed.to(pixels.dtype))
     logits = logit_scale.exp() * visual @ class_embeddings.to(visual.dtype).t()
-    return F.cross_entropy(logits.float(), target[target != IGNORE])
+    return F.cross_entropy(logits.float(), target[labelled])
