@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=["demo", "eval"],
         help="the box a click becomes: demo (the reference's 0.005 of the image, about the 6-pixel training box "
-        "at 1024 px; the default) or eval (the 6-pixel training box; the default for the built-in model's "
-        "configs, configs/semantic_sam_builtin*.yaml, trained at 224 px)",
+        "at 1024 px) or eval (the 6-pixel training box, for models trained on small images such as the built-in "
+        "one); default: the config's MODEL.DECODER.TEST.POINT_CONVENTION",
     )
     model.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="config overrides")
 
@@ -310,7 +310,7 @@ def _predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "short_side": args.short_side,
         "max_size": args.max_size,
         "precision": args.precision,
-        "point_convention": getattr(args, "click_box", None) or "demo",
+        "point_convention": args.click_box,
     }
 
 
@@ -351,9 +351,8 @@ def load_model(args: argparse.Namespace):
         args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if default_model else predictor["short_side"]
     if args.max_size is None:
         args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if default_model else predictor["max_size"]
-    if getattr(args, "click_box", None) is None:
-        builtin_config = os.path.basename(args.config).startswith("semantic_sam_builtin")
-        args.click_box = "eval" if default_model or builtin_config else predictor["point_convention"]
+    if args.click_box is None:
+        args.click_box = cfg.MODEL.DECODER.TEST.POINT_CONVENTION
     return model.eval()
 
 

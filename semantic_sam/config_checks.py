@@ -37,11 +37,13 @@ OPTIMIZERS = ("ADAMW", "SGD")
 CLIP_TYPES = ("full_model", "value", "norm")
 # semantic_sam.modeling.language.build (noencoder: no text encoder, the released configs).
 TEXT_ARCHS = ("noencoder", "unicl", "open_clip")
-# semantic_sam.modeling.criterion.IOU_TARGETS, semantic_sam.evaluation.click_simulation.CLICK_METHODS and
+# semantic_sam.modeling.criterion.IOU_TARGETS, semantic_sam.evaluation.click_simulation.CLICK_METHODS,
+# semantic_sam.modeling.decoder.prompt_encoder.POINT_CONVENTIONS and
 # semantic_sam.evaluation.interactive_evaluator.EVAL_PRECISIONS (not imported: loading a config must not
 # import the model; tests/test_config.py and tests/evaluation keep them equal).
 IOU_TARGETS = ("matched", "prompt")
 CLICK_METHODS = ("kornia", "exact")
+POINT_CONVENTIONS = ("eval", "demo")
 EVAL_PRECISIONS = ("auto", "fp32", "fp16")
 # datasets/sa1b_dataset_mapper.py
 SAM_IMAGE_FORMATS = ("RGB", "BGR")
@@ -352,6 +354,7 @@ def _check_input_and_data(c: _Checker) -> None:
 
 def _check_test(c: _Checker) -> None:
     c.one_of("MODEL.DECODER.TEST.CLICK_METHOD", CLICK_METHODS)
+    c.one_of("MODEL.DECODER.TEST.POINT_CONVENTION", POINT_CONVENTIONS)
     c.one_of("TEST.PRECISION", EVAL_PRECISIONS)
     c.integer("TEST.EVAL_PERIOD", 0, " (0 = evaluate only after training)")
     if c.get("TEST.PRECISE_BN.ENABLED"):

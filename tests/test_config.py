@@ -347,9 +347,11 @@ def test_enum_copies_match_their_modules():
     from semantic_sam import config_checks
     from semantic_sam.evaluation.click_simulation import CLICK_METHODS
     from semantic_sam.modeling.criterion import IOU_TARGETS
+    from semantic_sam.modeling.decoder.prompt_encoder import POINT_CONVENTIONS
 
     assert config_checks.IOU_TARGETS == IOU_TARGETS
     assert config_checks.CLICK_METHODS == CLICK_METHODS
+    assert config_checks.POINT_CONVENTIONS == POINT_CONVENTIONS
 
 
 def test_output_dir_must_not_be_a_file(tmp_path):

@@ -292,11 +292,12 @@ def test_web_app_limits(image_path, monkeypatch):
     [
         (MODEL_ARGS, "demo"),  # a released-style config: the reference predictor's click box
         (MODEL_ARGS + ["--click-box", "eval"], "eval"),
+        (MODEL_ARGS + ["MODEL.DECODER.TEST.POINT_CONVENTION=eval"], "eval"),  # the config's choice
         (["--device", "cpu"], "eval"),  # the built-in model, trained at 224 px with 6-pixel click boxes
         (["--device", "cpu", "--click-box", "demo"], "demo"),
     ],
 )
-def test_click_box_defaults_to_the_training_box_for_the_builtin_model(argv, click_box):
+def test_click_box_follows_the_config_and_the_flag(argv, click_box):
     args = demo.build_parser().parse_args(argv)
     model = demo.load_model(args)
     assert args.click_box == click_box
