@@ -72,7 +72,7 @@ from datasets.register_coco_panoptic_generic import write_generic_annotations  #
 from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths  # noqa: E402
 from datasets.tiny_coco_panoptic import segment_info  # noqa: E402
 from tools.convert_sa1b_to_tsv import convert_sa1b_to_tsv  # noqa: E402
-from tools.make_synthetic_sa1b import TIERS, make_synthetic_sa1b  # noqa: E402
+from tools.make_synthetic_sa1b import COLOURS, TIERS, make_synthetic_sa1b  # noqa: E402
 
 __all__ = [
     "LABELLED_LAYOUTS",
@@ -368,6 +368,7 @@ def make_builtin_data(
     num_shards: int = 4,
     progress: bool = False,
     labelled: Sequence[str] = (),
+    colours: str = "random",
 ) -> dict[str, str]:
     """Write the train split (SA-1B JSON + TSV shards) and the val split (SA-1B JSON + COCO panoptic).
 
@@ -384,6 +385,8 @@ def make_builtin_data(
         labelled: labelled layouts of both splits to write as well, of :data:`LABELLED_LAYOUTS`
             (``"panoptic"``, ``"parts"``; ``"panoptic"`` also writes the val split's derived files of
             generic evaluation); they leave the other outputs unchanged.
+        colours: colour scheme of the scenes, one of :data:`tools.make_synthetic_sa1b.COLOURS`
+            (``"typical"``: most regions in an everyday colour of their class; the stage-2 recipe's data).
 
     Returns:
         :func:`builtin_env` of ``output``.
@@ -392,11 +395,14 @@ def make_builtin_data(
     if unknown:
         raise ValueError(f"labelled: unknown layout {unknown[0]!r}; expected some of {LABELLED_LAYOUTS}")
     env = builtin_env(output)
-    train = make_synthetic_sa1b(env["SAM_JSON"], num_train, seed=seed, size=size, progress=progress)
+    if colours not in COLOURS:
+        raise ValueError(f"colours: unknown scheme {colours!r}; expected one of {COLOURS}")
+    train = make_synthetic_sa1b(env["SAM_JSON"], num_train, seed=seed, size=size, progress=progress, colours=colours)
     drop_small_masks(train, min_area)
     convert_sa1b_to_tsv(env["SAM_JSON"], env["SAM_DATASET"], min(num_shards, max(1, len(train))), progress=progress)
     val = make_synthetic_sa1b(
-        env["SAM_JSON_VAL"], num_val, seed=seed + 1, size=size, start_id=VAL_START_ID, progress=progress
+        env["SAM_JSON_VAL"], num_val, seed=seed + 1, size=size, start_id=VAL_START_ID, progress=progress,
+        colours=colours,
     )
     drop_small_masks(val, min_area)
     write_coco_panoptic(val, output)
@@ -427,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="also write these labelled layouts of both splits (builtin_panoptic_*, builtin_parts_*)",
     )
+    parser.add_argument(
+        "--colours", choices=COLOURS, default="random",
+        help="region colours: random (default; the stage-1 data) or typical of the class (the stage-2 data)",
+    )
     args = parser.parse_args(argv)
     try:
         env = make_builtin_data(
@@ -439,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_shards=args.num_shards,
             progress=not args.no_progress,
             labelled=args.labelled,
+            colours=args.colours,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,6 +11,11 @@ striped ball), sometimes in groups of 2-4 alike objects, at varied scales, colou
 Textures (stripes, checkers, gradients, noise) vary inside a region without making new masks, so a
 model must learn part boundaries rather than colour edges.
 
+Colours: ``random`` (the default; any colour, contrasting with the enclosing region) or ``typical``:
+most regions take a colour of their class's everyday palette (:data:`PALETTES`: blue or grey sky, green
+foliage, brown trunks, skin-toned heads, dark wheels, red or white target rings, ...; 15 % of the regions
+still take a random colour), so that colour says something about what a region is, as in photographs.
+
 Every pixel belongs to exactly one painted region; a mask is the union of its region and all
 its descendants', so masks nest like a tree and a click lies in 1-6 masks (stuff, group,
 object, part, sub-part, ...). Besides the SA-1B keys, each annotation carries
@@ -39,9 +44,92 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-__all__ = ["make_synthetic_sa1b", "render_scene", "write_synthetic_image", "main"]
+__all__ = ["COLOURS", "PALETTES", "make_synthetic_sa1b", "render_scene", "write_synthetic_image", "main"]
 
 ASPECT_RATIOS = (1.5, 4 / 3, 1.0, 0.75)  # width / height
+COLOURS = ("random", "typical")  # colour schemes of render_scene
+
+# Everyday colours as HSV boxes (h0, h1, s0, s1, v0, v1), hue in turns (may wrap below 0).
+_RED = (-0.03, 0.02, 0.65, 1.0, 0.55, 0.95)
+_DARK_RED = (-0.03, 0.03, 0.6, 0.9, 0.3, 0.55)
+_ORANGE = (0.05, 0.1, 0.7, 1.0, 0.75, 1.0)
+_YELLOW = (0.12, 0.17, 0.6, 1.0, 0.8, 1.0)
+_GREEN = (0.22, 0.4, 0.45, 0.9, 0.3, 0.75)
+_LIGHT_GREEN = (0.2, 0.33, 0.35, 0.7, 0.6, 0.9)
+_SKY_BLUE = (0.53, 0.62, 0.3, 0.75, 0.7, 1.0)
+_BLUE = (0.58, 0.67, 0.55, 0.95, 0.4, 0.85)
+_TEAL = (0.45, 0.55, 0.4, 0.8, 0.35, 0.75)
+_PURPLE = (0.75, 0.85, 0.4, 0.8, 0.45, 0.9)
+_PINK = (0.9, 0.97, 0.3, 0.7, 0.75, 1.0)
+_BROWN = (0.04, 0.1, 0.45, 0.8, 0.25, 0.55)
+_TAN = (0.07, 0.13, 0.25, 0.5, 0.6, 0.9)
+_SKIN = (0.03, 0.09, 0.25, 0.6, 0.45, 0.97)
+_WHITE = (0.0, 1.0, 0.0, 0.08, 0.88, 1.0)
+_LIGHT_GREY = (0.0, 1.0, 0.0, 0.1, 0.65, 0.88)
+_GREY = (0.0, 1.0, 0.0, 0.12, 0.35, 0.65)
+_BLACK = (0.0, 1.0, 0.0, 0.3, 0.05, 0.22)
+_STEEL = (0.55, 0.65, 0.08, 0.25, 0.45, 0.9)
+_CREAM = (0.1, 0.16, 0.1, 0.3, 0.8, 1.0)
+_SUNSET = (0.02, 0.09, 0.35, 0.7, 0.85, 1.0)
+_SAND = (0.1, 0.14, 0.3, 0.55, 0.7, 0.95)
+_VIVID = (0.0, 1.0, 0.6, 1.0, 0.6, 1.0)
+_ANY = (0.0, 1.0, 0.25, 1.0, 0.25, 1.0)
+
+# The palette of each region class: a stuff name, an object drawn as one region, or "object:part".
+PALETTES: dict[str, tuple[tuple[float, ...], ...]] = {
+    "sky": (_SKY_BLUE, _SKY_BLUE, _LIGHT_GREY, _SUNSET),
+    "ground": (_GREEN, _LIGHT_GREEN, _BROWN, _SAND),
+    "water": (_BLUE, _TEAL),
+    "wall": (_CREAM, _LIGHT_GREY, _TAN, _PINK),
+    "floor": (_BROWN, _GREY, _DARK_RED),
+    "ball": (_ANY,),
+    "house:wall": (_CREAM, _WHITE, _LIGHT_GREY, _TAN, _DARK_RED),
+    "house:chimney": (_DARK_RED, _GREY, _BROWN),
+    "house:roof": (_RED, _DARK_RED, _BROWN, _GREY),
+    "house:door": (_BROWN, _DARK_RED, _GREEN, _BLUE),
+    "house:knob": (_YELLOW, _LIGHT_GREY),
+    "house:window": (_WHITE, _BROWN, _BLACK),
+    "house:pane": (_SKY_BLUE, _TEAL),
+    "face:shoulders": (_ANY,),
+    "face:head": (_SKIN,),
+    "face:eye": (_WHITE,),
+    "face:pupil": (_BLACK, _BROWN, _BLUE),
+    "face:nose": (_BROWN, _DARK_RED),
+    "face:mouth": (_RED, _DARK_RED, _PINK),
+    "face:hat": (_ANY,),
+    "face:brim": (_ANY,),
+    "face:band": (_ANY,),
+    "flower:stem": (_GREEN,),
+    "flower:leaf": (_GREEN, _LIGHT_GREEN),
+    "flower:petal": (_RED, _PINK, _PURPLE, _YELLOW, _WHITE, _ORANGE),
+    "flower:centre": (_YELLOW, _ORANGE, _BROWN),
+    "flower:seed": (_BLACK, _BROWN),
+    "car:body": (_VIVID, _GREY, _WHITE, _BLACK),
+    "car:window": (_SKY_BLUE, _LIGHT_GREY),
+    "car:headlight": (_YELLOW, _WHITE),
+    "car:door": (_VIVID, _GREY, _WHITE),
+    "car:wheel": (_BLACK,),
+    "car:hub": (_LIGHT_GREY, _GREY),
+    "target:stand": (_BROWN, _TAN),
+    "target:board": (_WHITE, _YELLOW),
+    "target:ring": (_RED, _WHITE, _BLACK, _BLUE, _YELLOW),
+    "tree:trunk": (_BROWN,),
+    "tree:foliage": (_GREEN, _LIGHT_GREEN),
+    "tree:fruit": (_RED, _ORANGE, _YELLOW),
+    "robot:leg": (_STEEL, _GREY, _LIGHT_GREY),
+    "robot:arm": (_STEEL, _GREY, _LIGHT_GREY),
+    "robot:torso": (_STEEL, _GREY, _LIGHT_GREY),
+    "robot:head": (_STEEL, _GREY, _LIGHT_GREY),
+    "robot:panel": (_BLACK, _BLUE),
+    "robot:button": (_RED, _YELLOW, _GREEN),
+    "robot:eye": (_TEAL, _RED, _YELLOW),
+    "robot:antenna": (_RED, _GREY),
+    "bug:body": (_RED, _RED, _ORANGE, _YELLOW, _GREEN),
+    "bug:spot": (_BLACK,),
+    "bug:eye": (_WHITE,),
+    "bug:pupil": (_BLACK,),
+}
+ATYPICAL = 0.15  # share of the regions that take a random colour under the typical scheme
 TIERS = ("stuff", "group", "object", "part", "subpart")  # the scene hierarchy, coarse to fine
 
 
@@ -57,9 +145,10 @@ class _Node:
 class _Scene:
     """A canvas plus an owner map: ``owner[y, x]`` = id of the node that painted the pixel last."""
 
-    def __init__(self, height: int, width: int, rng: np.random.Generator):
+    def __init__(self, height: int, width: int, rng: np.random.Generator, colours: str = "random"):
         self.h, self.w = height, width
         self.rng = rng
+        self.typical = colours == "typical"
         self.canvas = np.zeros((height, width, 3), np.float32)
         self.owner = np.full((height, width), -1, np.int32)
         self.nodes: list[_Node] = []
@@ -77,7 +166,7 @@ class _Scene:
         """Paint ``mask`` with a texture for node ``nid`` (colour contrasting with its parent)."""
         node = self.nodes[nid]
         if color is None:
-            color = node.color if node.color is not None else self._contrasting_color(node.parent)
+            color = node.color if node.color is not None else self._contrasting_color(node.parent, self.palette_key(nid))
         node.color = color
         _fill(self.canvas, mask, color, self.rng)
         self.owner[mask] = nid
@@ -86,13 +175,33 @@ class _Scene:
     def region(self, name: str, tier: str, parent: int | None, mask: np.ndarray, color=None) -> int:
         return self.paint(self.node(name, tier, parent), mask, color)
 
-    def _contrasting_color(self, parent: int | None) -> np.ndarray:
+    def palette_key(self, nid: int) -> str:
+        """The :data:`PALETTES` key of node ``nid``: its name, prefixed by its object's for a part."""
+        node = self.nodes[nid]
+        if node.tier in ("stuff", "object", "group"):
+            return node.name
+        k = node.parent
+        while k is not None and self.nodes[k].tier != "object":
+            k = self.nodes[k].parent
+        return node.name if k is None else f"{self.nodes[k].name}:{node.name}"
+
+    def pick_color(self, key: str) -> np.ndarray:
+        """A colour for a region of class ``key``: of its palette under the typical scheme, else random."""
+        if not self.typical or self.rng.random() < ATYPICAL:
+            return _random_color(self.rng)
+        boxes = PALETTES[key]
+        h0, h1, s0, s1, v0, v1 = boxes[int(self.rng.integers(len(boxes)))]
+        h, s, v = self.rng.uniform(h0, h1) % 1.0, self.rng.uniform(s0, s1), self.rng.uniform(v0, v1)
+        return np.array(colorsys.hsv_to_rgb(h, s, v), np.float32) * 255.0
+
+    def _contrasting_color(self, parent: int | None, key: str) -> np.ndarray:
         ref = None
         while parent is not None and ref is None:
             ref = self.nodes[parent].color
             parent = self.nodes[parent].parent
-        for _ in range(20):
-            c = _random_color(self.rng)
+        for tries in range(20):
+            # under the typical scheme, a random colour after 10 palette colours too close to the parent's
+            c = self.pick_color(key) if tries < 10 else _random_color(self.rng)
             if ref is None or np.linalg.norm(c - ref) > 110:
                 return c
         return 255.0 - ref
@@ -240,7 +349,7 @@ def _flower(sc: _Scene, f: _Frame, parent: int | None) -> int:
     sc.region("leaf", "part", obj, sc.polys_mask([f.ellipse(0.22, 0.6, 0.24, 0.09, rot=-0.5)]))
     bloom = sc.node("bloom", "part", obj)
     n = int(rng.integers(5, 9))
-    petal_color = _random_color(rng)
+    petal_color = sc.pick_color("flower:petal")
     for k in range(n):
         a = 2 * math.pi * k / n
         sc.region(
@@ -318,7 +427,7 @@ def _tree(sc: _Scene, f: _Frame, parent: int | None) -> int:
     obj = sc.node("tree", "object", parent)
     sc.region("trunk", "part", obj, sc.polys_mask([f.rect(-0.11, 0.1, 0.11, 1.0)]))
     foliage = sc.region("foliage", "part", obj, sc.polys_mask([f.blob(0, -0.25, 0.75, rng)]))
-    fruit_color = _random_color(rng)
+    fruit_color = sc.pick_color("tree:fruit")
     for _ in range(int(rng.integers(2, 7))):
         r, a = rng.uniform(0, 0.42), rng.uniform(0, 2 * math.pi)
         sc.region(
@@ -409,8 +518,10 @@ def _background(sc: _Scene) -> None:
             sc.region("floor", "stuff", None, sc.polys_mask([np.array([[0, y0], [w, y0], [w, h], [0, h]], float)]))
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[dict]]:
-    """Draw one scene.
+def render_scene(
+    rng: np.random.Generator, height: int, width: int, colours: str = "random"
+) -> tuple[np.ndarray, list[dict]]:
+    """Draw one scene, its regions coloured by the ``colours`` scheme (one of :data:`COLOURS`).
 
     Returns:
         ``(image, regions)``: image (H, W, 3) uint8 RGB; regions a pre-order list of
@@ -418,7 +529,9 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
         into regions or None}``
         (masks too small or duplicating their parent are already dropped).
     """
-    sc = _Scene(height, width, rng)
+    if colours not in COLOURS:
+        raise ValueError(f"colours: unknown scheme {colours!r}; expected one of {COLOURS}")
+    sc = _Scene(height, width, rng, colours)
     _background(sc)
     short = min(height, width)
     n_items = int(rng.integers(2, 6))
@@ -505,12 +618,13 @@ def _image_size(rng: np.random.Generator, long_side: int) -> tuple[int, int]:
 
 
 def write_synthetic_image(
-    output: str, seed: int, index: int, image_id: int, size: int = 320, jpeg_quality: int = 92
+    output: str, seed: int, index: int, image_id: int, size: int = 320, jpeg_quality: int = 92,
+    colours: str = "random",
 ) -> tuple[str, str]:
     """Render image ``index`` of the ``seed`` sequence and write ``sa_<image_id>.jpg/.json``."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     h, w = _image_size(rng, size)
-    image, regions = render_scene(rng, h, w)
+    image, regions = render_scene(rng, h, w, colours)
     file_name = f"sa_{image_id}.jpg"
     record = {
         "image": {"image_id": image_id, "width": w, "height": h, "file_name": file_name},
@@ -532,6 +646,7 @@ def make_synthetic_sa1b(
     start_id: int = 1,
     jpeg_quality: int = 92,
     progress: bool = False,
+    colours: str = "random",
 ) -> list[tuple[str, str]]:
     """Write ``num_images`` synthetic images as ``sa_<id>.jpg`` + ``sa_<id>.json`` into ``output``.
 
@@ -543,19 +658,22 @@ def make_synthetic_sa1b(
         start_id: ``image_id`` (and file-name number) of the first image.
         jpeg_quality: JPEG quality of the written images.
         progress: show a tqdm progress bar.
+        colours: colour scheme, one of :data:`COLOURS` (see the module docstring).
 
     Returns:
         The ``(jpg, json)`` paths written, in order.
     """
     if num_images < 0 or size < 16:
         raise ValueError(f"need num_images >= 0 and size >= 16, got {num_images}, {size}")
+    if colours not in COLOURS:
+        raise ValueError(f"colours: unknown scheme {colours!r}; expected one of {COLOURS}")
     os.makedirs(output, exist_ok=True)
     indices = range(num_images)
     if progress:
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="synthetic SA-1B", unit="img")
-    return [write_synthetic_image(output, seed, i, start_id + i, size, jpeg_quality) for i in indices]
+    return [write_synthetic_image(output, seed, i, start_id + i, size, jpeg_quality, colours) for i in indices]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -566,10 +684,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=320, help="long side in pixels (default 320)")
     parser.add_argument("--start-id", type=int, default=1, help="image id of the first image (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--colours", choices=COLOURS, default="random", help="region colours: random (default) or typical of the class"
+    )
     args = parser.parse_args(argv)
     try:
         written = make_synthetic_sa1b(
-            args.output, args.num_images, args.seed, args.size, args.start_id, progress=not args.no_progress
+            args.output, args.num_images, args.seed, args.size, args.start_id, progress=not args.no_progress,
+            colours=args.colours,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,8 +19,9 @@ Steps (each one a plain command you can also run by hand; they are printed):
 4. ``train_net.py --eval_only ... MODEL.WEIGHTS=<checkpoint>``: multi-granularity 1-IoU on the
    SA-1B-format val split and 1-IoU Max/Oracle on its COCO-panoptic copy.
 
-With ``--recognize`` (issue 17) the data also has its labelled layouts (``--labelled panoptic parts``) and
-stage 2 follows: ``train_net.py --config-file configs/semantic_sam_builtin_recognize.yaml
+With ``--recognize`` (issue 17) the data also has its labelled layouts (``--labelled panoptic parts``), its
+regions take everyday colours of their class (``--colours typical``; both stages train on it) and stage 2
+follows: ``train_net.py --config-file configs/semantic_sam_builtin_recognize.yaml
 MODEL.WEIGHTS=<stage 1> OUTPUT_DIR=OUT2`` (text encoder, labelled clicks, generic panoptic queries, on
 top of the stage-1 weights; ``--stage1-weights`` starts from an existing stage-1 checkpoint instead of
 training one), its export at ``--recognize-checkpoint`` and its evaluation on the held-out scenes:
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = builtin_env(args.data)
     times = {}
     if not args.skip_data:
-        labelled = ["--labelled", "panoptic", "parts"] if args.recognize else []
+        labelled = ["--labelled", "panoptic", "parts", "--colours", "typical"] if args.recognize else []
         cmd = [py, "-m", "tools.make_builtin_data", "--output", args.data, "--no-progress", *labelled]
         times["data"] = _run(cmd, {}, args.threads)
     stage1 = args.stage1_weights

@@ -230,6 +230,8 @@ def test_labelled_layouts_are_deterministic(labelled_root, tmp_path):
 def test_labelled_layout_errors(labelled_root, tmp_path):
     with pytest.raises(ValueError, match="unknown layout 'masks'"):
         make_builtin_data(str(tmp_path / "none"), num_train=1, num_val=1, labelled=("masks",))
+    with pytest.raises(ValueError, match="colours: unknown scheme 'sepia'"):
+        make_builtin_data(str(tmp_path / "none"), num_train=1, num_val=1, colours="sepia")
     assert not os.path.exists(tmp_path / "none")
 
     copy = tmp_path / "copy"
@@ -322,3 +324,13 @@ def test_a_group_without_its_member_keeps_the_members_class(tmp_path):
     name = {c["id"]: c["name"] for c in data["categories"]}
     got = sorted((a["id"], name[a["category_id"]]) for a in data["annotations"])
     assert got == [(5, "house:roof"), (6, "house:wall")]
+
+
+def test_typical_colours_change_the_pixels_not_the_layout(labelled_root, tmp_path):
+    """--colours typical writes the same files (names, splits, layouts) with other pixels."""
+    make_builtin_data(str(tmp_path), num_train=3, num_val=2, seed=7, size=96, min_area=20, num_shards=2,
+                      labelled=LABELLED_LAYOUTS, colours="typical")
+    assert _files(str(tmp_path)) == _files(labelled_root)
+    jpg = os.path.join("sa1b_json", "val", f"sa_{VAL_START_ID}.jpg")
+    a, b = (np.asarray(Image.open(os.path.join(root, jpg))) for root in (labelled_root, str(tmp_path)))
+    assert a.shape == b.shape and not np.array_equal(a, b)

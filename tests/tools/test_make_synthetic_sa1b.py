@@ -9,7 +9,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from datasets.builtin_labels import OBJECT_CLASSES, OBJECT_PARTS, STUFF_CLASSES
-from tools.make_synthetic_sa1b import main, make_synthetic_sa1b, render_scene
+from tools.make_synthetic_sa1b import COLOURS, PALETTES, main, make_synthetic_sa1b, render_scene
 
 PLAIN = re.compile(r"[a-z]+( [a-z]+)*")
 # The names the built-in model must learn (issue 17): every one is a class of datasets/builtin_labels.py.
@@ -159,15 +159,21 @@ def _named(regions):
     return out
 
 
+def _catalog():
+    """(tier, object, name) of every class of datasets/builtin_labels.py."""
+    catalog = {("stuff", None, n) for n in STUFF_CLASSES} | {("object", o, o) for o in OBJECT_CLASSES}
+    for obj, (parts, subparts) in OBJECT_PARTS.items():
+        catalog |= {("part", obj, n) for n in parts} | {("subpart", obj, n) for n in subparts}
+    return catalog
+
+
 def test_every_mask_has_a_plain_name_of_the_label_catalog():
     """80 scenes show every name of datasets/builtin_labels.py at its tier and no other name."""
     seen = set()
     for seed in range(80):
         _, regions = render_scene(np.random.default_rng(seed), 120, 160)
         seen |= _named(regions)
-    catalog = {("stuff", None, n) for n in STUFF_CLASSES} | {("object", o, o) for o in OBJECT_CLASSES}
-    for obj, (parts, subparts) in OBJECT_PARTS.items():
-        catalog |= {("part", obj, n) for n in parts} | {("subpart", obj, n) for n in subparts}
+    catalog = _catalog()
     assert {k for k in seen if k[0] != "group"} == catalog
     assert {n for t, _, n in seen if t == "stuff"} >= REQUIRED_STUFF
     assert {n for t, _, n in seen if t == "object"} >= REQUIRED_OBJECTS
@@ -188,3 +194,80 @@ def test_written_names_are_the_scene_names(written):
             for a in data["annotations"]
         ]
         assert _named(regions)
+
+
+def _region_key(regions, k):
+    r = regions[k]
+    if r["level"] in ("stuff", "object", "group"):
+        return r["name"]
+    return f"{_object_of(regions, k)}:{r['name']}"
+
+
+def _own_pixels(regions, k):
+    """The pixels region ``k`` painted itself: its mask minus its children's."""
+    own = regions[k]["mask"].copy()
+    for c in regions:
+        if c["parent"] == k:
+            own &= ~c["mask"]
+    return own
+
+
+def _share_in_hue(colours, key, hue_lo, hue_hi, min_sat=0.3):
+    """Share of the ``key`` regions of 40 scenes whose median own-pixel hue (turns) is in [hue_lo, hue_hi]."""
+    import cv2
+
+    hits = total = 0
+    for seed in range(40):
+        image, regions = render_scene(np.random.default_rng(seed), 120, 160, colours)
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float32) / 255.0
+        for k in range(len(regions)):
+            own = _own_pixels(regions, k)
+            if _region_key(regions, k) != key or own.sum() < 20:
+                continue
+            h, s = np.median(hsv[..., 0][own]), np.median(hsv[..., 1][own])
+            total += 1
+            hits += bool(hue_lo <= h <= hue_hi and s >= min_sat)
+    assert total >= 10, (key, total)
+    return hits / total
+
+
+def test_typical_colours_make_foliage_green_and_leave_random_scenes_any_colour():
+    """Under the typical scheme most foliage is green (hue 0.2-0.42 turns, saturated); under the random
+    scheme about as much foliage falls in that hue band as the band is wide (0.22 of the hues, fewer
+    saturated)."""
+    assert _share_in_hue("typical", "tree:foliage", 0.2, 0.42) >= 0.7
+    assert _share_in_hue("random", "tree:foliage", 0.2, 0.42) <= 0.35
+
+
+def test_every_painted_region_class_has_a_palette_and_no_palette_is_unused():
+    """Palette keys: the stuff, the ball (one region) and every object:part of the catalogue but the flower's
+    bloom (a node that paints nothing itself: its petals and centre do)."""
+    expected = set(STUFF_CLASSES) | {"ball"}
+    for obj, (parts, subparts) in OBJECT_PARTS.items():
+        expected |= {f"{obj}:{n}" for n in (*parts, *subparts)}
+    assert set(PALETTES) == expected - {"flower:bloom"}
+    for box in {b for boxes in PALETTES.values() for b in boxes}:
+        h0, h1, s0, s1, v0, v1 = box
+        assert h0 < h1 and 0 <= s0 < s1 <= 1 and 0 <= v0 < v1 <= 1, box
+
+
+def test_typical_scenes_have_the_masks_of_random_ones_and_reject_unknown_schemes(tmp_path):
+    """The scheme changes colours only (80 typical scenes draw every class of the catalogue without a missing
+    palette); unknown schemes are refused."""
+    assert COLOURS == ("random", "typical")
+    names = set()
+    for seed in range(80):
+        _, regions = render_scene(np.random.default_rng(seed), 120, 160, "typical")
+        names |= _named(regions)
+    catalog = _catalog()
+    assert {k for k in names if k[0] != "group"} == catalog
+    with pytest.raises(ValueError, match="colours: unknown scheme 'sepia'"):
+        render_scene(np.random.default_rng(0), 40, 60, "sepia")
+    with pytest.raises(ValueError, match="colours: unknown scheme"):
+        make_synthetic_sa1b(str(tmp_path), 1, colours="sepia")
+    assert main(["--output", str(tmp_path / "t"), "--num-images", "1", "--size", "48", "--no-progress",
+                 "--colours", "typical"]) == 0
+    random_jpg = make_synthetic_sa1b(str(tmp_path / "r"), 1, size=48)[0][0]
+    typical_jpg = str(tmp_path / "t" / "sa_1.jpg")
+    assert np.asarray(Image.open(random_jpg)).shape == np.asarray(Image.open(typical_jpg)).shape
+    assert not np.array_equal(np.asarray(Image.open(random_jpg)), np.asarray(Image.open(typical_jpg)))
