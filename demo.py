@@ -92,9 +92,12 @@ logger = logging.getLogger("demo")
 
 DEFAULT_PORT = 6082
 _ROOT = os.path.dirname(os.path.abspath(__file__))
-BUILTIN_CONFIG = os.path.join(_ROOT, "configs", "semantic_sam_builtin.yaml")
-BUILTIN_CKPT = os.path.join(_ROOT, "models", "builtin", "semantic_sam_builtin.pth")
+# The built-in model: stage 2 (it names what it segments), trained on top of stage 1
+# (configs/semantic_sam_builtin.yaml + models/builtin/semantic_sam_builtin.pth, interactive only).
+BUILTIN_CONFIG = os.path.join(_ROOT, "configs", "semantic_sam_builtin_recognize.yaml")
+BUILTIN_CKPT = os.path.join(_ROOT, "models", "builtin", "semantic_sam_builtin_recognize.pth")
 BUILTIN_DATASET_PREFIXES = ("builtin_panoptic", "builtin_parts")
+_STAGE1_CONFIG = os.path.join(_ROOT, "configs", "semantic_sam_builtin.yaml")
 """A config training on a dataset named so is the built-in model's: its default vocabulary is the scenes' names."""
 
 
@@ -326,7 +329,7 @@ def load_model(args: argparse.Namespace):
     default_model = args.config is None
     if default_model:
         args.config, args.ckpt = BUILTIN_CONFIG, BUILTIN_CKPT
-        print(f"using the built-in model ({BUILTIN_CKPT}); pass --config and --ckpt for released weights")
+        print(f"using the built-in model ({os.path.relpath(BUILTIN_CKPT, _ROOT)}); pass --config and --ckpt for released weights")
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
@@ -345,12 +348,13 @@ def load_model(args: argparse.Namespace):
         load_checkpoint(model, args.ckpt)
     except (FileNotFoundError, CheckpointError) as e:
         raise UsageError(f"checkpoint: {e}") from None
-    # the built-in model: the scale it was trained at, long side at most MAX_SIZE_TEST
+    # the built-in model (either stage): the scale it was trained at, long side at most MAX_SIZE_TEST
+    own_size = default_model or args.builtin or os.path.samefile(args.config, _STAGE1_CONFIG)
     predictor = _defaults(SemanticSamPredictor)
     if args.short_side is None:
-        args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if default_model else predictor["short_side"]
+        args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if own_size else predictor["short_side"]
     if args.max_size is None:
-        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if default_model else predictor["max_size"]
+        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if own_size else predictor["max_size"]
     if args.click_box is None:
         args.click_box = cfg.MODEL.DECODER.TEST.POINT_CONVENTION
     return model.eval()
