@@ -104,7 +104,10 @@ def build_text_encoder(cfg: CfgNode) -> TextEncoder | None:
             report = load_open_clip_text_weights(encoder, weights)
             logger.info("text encoder: loaded %d tensors from %s", len(report.loaded), weights)
     if not weights:
-        logger.warning("text encoder %r has random weights (MODEL.TEXT.WEIGHTS is empty)", arch)
+        logger.warning(
+            "text encoder %r starts from random weights (MODEL.TEXT.WEIGHTS is empty); a model checkpoint that "
+            "holds them (lang_encoder.*) replaces them", arch,
+        )
     return encoder
 
 
