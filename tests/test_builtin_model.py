@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,7 @@ from semantic_sam import build_model
 from semantic_sam.checkpoint import load_checkpoint
 from semantic_sam.config import load_config
 from semantic_sam.predictor import SemanticSamPredictor
+from tests.utils.masks import interior_point
 from tools.make_synthetic_sa1b import render_scene
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,13 +51,6 @@ def test_checkpoint_is_small_and_loads_strictly(model: torch.nn.Module) -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def _interior_point(mask: np.ndarray) -> tuple[float, float, float]:
-    """(x, y) of the pixel farthest from the boundary of ``mask``, and that distance."""
-    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(x), float(y), float(dist[y, x])
-
-
 def _part_clicks(regions: list[dict], min_area: int = 150) -> list[tuple[tuple[float, float], int, int]]:
     """(click, part index, whole index) for parts of top-level objects; the click lies in the part
     but in none of its sub-parts, at the point farthest from their boundaries."""
@@ -72,7 +65,7 @@ def _part_clicks(regions: list[dict], min_area: int = 150) -> list[tuple[tuple[f
         for c in regions:
             if c["parent"] == k:
                 own &= ~c["mask"]
-        x, y, depth = _interior_point(own)
+        x, y, depth = interior_point(own)
         if depth >= 3:
             out.append(((x, y), k, parent))
     return out

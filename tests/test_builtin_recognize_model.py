@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,6 +21,7 @@ from semantic_sam import build_model
 from semantic_sam.checkpoint import load_checkpoint
 from semantic_sam.config import load_config
 from semantic_sam.predictor import SemanticSamPredictor
+from tests.utils.masks import interior_point
 from tools.make_synthetic_sa1b import render_scene
 from utils.demo_outputs import panoptic_segments
 
@@ -86,10 +86,9 @@ def test_a_click_names_the_object_or_stuff_it_lies_in(predictor, scenes) -> None
     for image, regions in scenes:
         targets = []
         for mask, name in _named_regions(regions):
-            dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
-            y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-            if dist[y, x] >= 3:
-                targets.append(((float(x), float(y)), name))
+            x, y, depth = interior_point(mask)
+            if depth >= 3:
+                targets.append(((x, y), name))
         if not targets:
             continue
         predictor.set_image(image)

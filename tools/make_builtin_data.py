@@ -72,7 +72,7 @@ from datasets.register_coco_panoptic_generic import write_generic_annotations  #
 from datasets.register_coco_panoptic_interactive import coco_panoptic_val_paths  # noqa: E402
 from datasets.tiny_coco_panoptic import segment_info  # noqa: E402
 from tools.convert_sa1b_to_tsv import convert_sa1b_to_tsv  # noqa: E402
-from tools.make_synthetic_sa1b import COLOURS, TIERS, make_synthetic_sa1b  # noqa: E402
+from tools.make_synthetic_sa1b import COLOURS, TIERS, check_colours, make_synthetic_sa1b  # noqa: E402
 
 __all__ = [
     "LABELLED_LAYOUTS",
@@ -395,8 +395,7 @@ def make_builtin_data(
     if unknown:
         raise ValueError(f"labelled: unknown layout {unknown[0]!r}; expected some of {LABELLED_LAYOUTS}")
     env = builtin_env(output)
-    if colours not in COLOURS:
-        raise ValueError(f"colours: unknown scheme {colours!r}; expected one of {COLOURS}")
+    check_colours(colours)
     train = make_synthetic_sa1b(env["SAM_JSON"], num_train, seed=seed, size=size, progress=progress, colours=colours)
     drop_small_masks(train, min_area)
     convert_sa1b_to_tsv(env["SAM_JSON"], env["SAM_DATASET"], min(num_shards, max(1, len(train))), progress=progress)

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-__all__ = ["COLOURS", "PALETTES", "make_synthetic_sa1b", "render_scene", "write_synthetic_image", "main"]
+__all__ = ["COLOURS", "PALETTES", "check_colours", "make_synthetic_sa1b", "render_scene", "write_synthetic_image", "main"]
 
 ASPECT_RATIOS = (1.5, 4 / 3, 1.0, 0.75)  # width / height
 COLOURS = ("random", "typical")  # colour schemes of render_scene
@@ -130,6 +130,12 @@ PALETTES: dict[str, tuple[tuple[float, ...], ...]] = {
     "bug:pupil": (_BLACK,),
 }
 ATYPICAL = 0.15  # share of the regions that take a random colour under the typical scheme
+
+
+def check_colours(colours: str) -> None:
+    """Raise ValueError unless ``colours`` is one of :data:`COLOURS`."""
+    if colours not in COLOURS:
+        raise ValueError(f"colours: unknown scheme {colours!r}; expected one of {COLOURS}")
 TIERS = ("stuff", "group", "object", "part", "subpart")  # the scene hierarchy, coarse to fine
 
 
@@ -529,8 +535,7 @@ def render_scene(
         into regions or None}``
         (masks too small or duplicating their parent are already dropped).
     """
-    if colours not in COLOURS:
-        raise ValueError(f"colours: unknown scheme {colours!r}; expected one of {COLOURS}")
+    check_colours(colours)
     sc = _Scene(height, width, rng, colours)
     _background(sc)
     short = min(height, width)
@@ -665,8 +670,7 @@ def make_synthetic_sa1b(
     """
     if num_images < 0 or size < 16:
         raise ValueError(f"need num_images >= 0 and size >= 16, got {num_images}, {size}")
-    if colours not in COLOURS:
-        raise ValueError(f"colours: unknown scheme {colours!r}; expected one of {COLOURS}")
+    check_colours(colours)
     os.makedirs(output, exist_ok=True)
     indices = range(num_images)
     if progress:
