@@ -40,8 +40,9 @@ the default vocabulary is the built-in scenes' names (``datasets/builtin_labels.
 their parts) instead of COCO panoptic's and Pascal-Part's.
 
 Trailing ``KEY=VALUE`` arguments override config keys. Exit status 2 means bad arguments, config,
-checkpoint or image (the message says which). Images are resized to a 640-pixel short side with the
-long side capped at 2560 (``--short-side``, ``--max-size``); images more elongated than 20:1, with
+checkpoint or image (the message says which). Images are resized to the config's
+``MODEL.DECODER.TEST.SHORT_SIDE`` with the long side capped at ``MAX_SIZE`` (640 and 2560 as the reference;
+224 and 224 for the built-in model; ``--short-side``, ``--max-size`` override them); images more elongated than 20:1, with
 more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels, or with NaN / out-of-range float pixels are refused
 (see :mod:`semantic_sam.utils.image_io`). The web app accepts uploads up to 50 MB.
 """
@@ -97,7 +98,6 @@ _ROOT = os.path.dirname(os.path.abspath(__file__))
 BUILTIN_CONFIG = os.path.join(_ROOT, "configs", "semantic_sam_builtin_recognize.yaml")
 BUILTIN_CKPT = os.path.join(_ROOT, "models", "builtin", "semantic_sam_builtin_recognize.pth")
 BUILTIN_DATASET_PREFIXES = ("builtin_panoptic", "builtin_parts")
-_STAGE1_CONFIG = os.path.join(_ROOT, "configs", "semantic_sam_builtin.yaml")
 """A config training on a dataset named so is the built-in model's: its default vocabulary is the scenes' names."""
 
 
@@ -132,15 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--short-side",
         type=int,
         default=None,
-        help=f"resize the image's short side to this before encoding (default: {predictor['short_side']} as the "
-        "reference; the built-in model's own test size for the built-in model)",
+        help="resize the image's short side to this before encoding (default: the config's "
+        f"MODEL.DECODER.TEST.SHORT_SIDE: {predictor['short_side']} as the reference, 224 for the built-in model)",
     )
     model.add_argument(
         "--max-size",
         type=int,
         default=None,
-        help=f"cap on the resized long side (default: {predictor['max_size']}, so images up to 4:1 keep the "
-        f"{predictor['short_side']} short side; the built-in model's own test size for the built-in model)",
+        help="cap on the resized long side (default: the config's MODEL.DECODER.TEST.MAX_SIZE: "
+        f"{predictor['max_size']}, so images up to 4:1 keep the {predictor['short_side']} short side; 224 for the "
+        "built-in model)",
     )
     model.add_argument(
         "--precision",
@@ -326,8 +327,7 @@ def load_model(args: argparse.Namespace):
     overrides = [o for o in (args.opts or []) if o != "--"]
     if (args.config is None) != (args.ckpt is None):
         raise UsageError("give both --config and --ckpt, or neither (the built-in model)")
-    default_model = args.config is None
-    if default_model:
+    if args.config is None:
         args.config, args.ckpt = BUILTIN_CONFIG, BUILTIN_CKPT
         print(f"using the built-in model ({os.path.relpath(BUILTIN_CKPT, _ROOT)}); pass --config and --ckpt for released weights")
     try:
@@ -348,13 +348,10 @@ def load_model(args: argparse.Namespace):
         load_checkpoint(model, args.ckpt)
     except (FileNotFoundError, CheckpointError) as e:
         raise UsageError(f"checkpoint: {e}") from None
-    # the built-in model (either stage): the scale it was trained at, long side at most MAX_SIZE_TEST
-    own_size = default_model or args.builtin or os.path.samefile(args.config, _STAGE1_CONFIG)
-    predictor = _defaults(SemanticSamPredictor)
     if args.short_side is None:
-        args.short_side = cfg.SAM.INPUT.MIN_SIZE_TEST if own_size else predictor["short_side"]
+        args.short_side = cfg.MODEL.DECODER.TEST.SHORT_SIDE
     if args.max_size is None:
-        args.max_size = cfg.SAM.INPUT.MAX_SIZE_TEST if own_size else predictor["max_size"]
+        args.max_size = cfg.MODEL.DECODER.TEST.MAX_SIZE
     if args.click_box is None:
         args.click_box = cfg.MODEL.DECODER.TEST.POINT_CONVENTION
     return model.eval()

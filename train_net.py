@@ -47,7 +47,7 @@ from semantic_sam.engine import (
     restore_rng_state,
 )
 from semantic_sam.evaluation import GenericInference, PromptedInference, is_generic_dataset, summary_table
-from semantic_sam.solver import build_lr_scheduler, build_optimizer
+from semantic_sam.solver import build_lr_scheduler, build_optimizer, freeze_all_but
 from semantic_sam.utils.cli import UserError, check_launch_args, exit_on_user_error
 
 import datasets.builtin as data_builtin
@@ -106,7 +106,13 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        return build_model(cfg, device=cfg.MODEL.DEVICE)
+        """The model; for training, only the parameters of ``SOLVER.TRAINABLE_PARAMS`` (when set) keep
+        ``requires_grad``."""
+        model = build_model(cfg, device=cfg.MODEL.DEVICE)
+        if cfg.SOLVER.TRAINABLE_PARAMS:
+            kept = freeze_all_but(model, cfg.SOLVER.TRAINABLE_PARAMS)
+            logger.info("SOLVER.TRAINABLE_PARAMS: training %d parameter tensors, the rest frozen", len(kept))
+        return model
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 from .config import ConfigError
@@ -96,6 +97,14 @@ def check_config(cfg: Mapping, sources: Mapping[str, str] | None = None) -> None
 # ------------------------------------------------------------------------------------------ helpers
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def _is_number(v: Any) -> bool:
@@ -355,6 +364,8 @@ def _check_input_and_data(c: _Checker) -> None:
 def _check_test(c: _Checker) -> None:
     c.one_of("MODEL.DECODER.TEST.CLICK_METHOD", CLICK_METHODS)
     c.one_of("MODEL.DECODER.TEST.POINT_CONVENTION", POINT_CONVENTIONS)
+    c.integer("MODEL.DECODER.TEST.SHORT_SIDE", 1, " (pixels)")
+    c.integer("MODEL.DECODER.TEST.MAX_SIZE", 1, " (pixels)")
     c.one_of("TEST.PRECISION", EVAL_PRECISIONS)
     c.integer("TEST.EVAL_PERIOD", 0, " (0 = evaluate only after training)")
     if c.get("TEST.PRECISE_BN.ENABLED"):
@@ -413,6 +424,9 @@ def _check_solver(c: _Checker) -> None:
     for name, factor in c.get(s + "LR_MULTIPLIER").items():
         if not _is_number(factor) or factor < 0:
             c.fail(f"{s}LR_MULTIPLIER.{name}", "a number >= 0 (a factor on BASE_LR)")
+    patterns = c.get(s + "TRAINABLE_PARAMS")
+    if not all(isinstance(x, str) and x and _compiles(x) for x in patterns):
+        c.fail(s + "TRAINABLE_PARAMS", "a list of regular expressions on parameter names (empty: train everything)")
     clip = c.get(s + "CLIP_GRADIENTS")
     if clip["ENABLED"]:
         c.one_of(s + "CLIP_GRADIENTS.CLIP_TYPE", CLIP_TYPES)

@@ -3,6 +3,7 @@ no weight decay on norms, embeddings and Swin position tables, full-model gradie
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from .config import ConfigError
 from .config_checks import CLIP_TYPES
 
-__all__ = ["get_param_groups", "build_optimizer", "build_lr_scheduler"]
+__all__ = ["get_param_groups", "freeze_all_but", "build_optimizer", "build_lr_scheduler"]
 
 _NORM_TYPES = (
     nn.BatchNorm1d,
@@ -65,6 +66,33 @@ def get_param_groups(
                 wd = 0.0
             groups.append({"params": [param], "lr": lr, "weight_decay": wd, "name": full})
     return groups
+
+
+def freeze_all_but(model: nn.Module, patterns: list[str] | tuple[str, ...]) -> list[str]:
+    """Leave trainable only the parameters whose full name matches one of ``patterns`` (``re.search``);
+    ``requires_grad`` is turned off on every other one, so the backward pass skips them and
+    :func:`get_param_groups` leaves them out of the optimizer. No patterns: nothing changes.
+
+    Returns the names of the parameters left trainable. Raises :class:`ConfigError` naming a pattern
+    that matches no parameter (a typo would otherwise freeze the whole model).
+    """
+    if not patterns:
+        return [name for name, p in model.named_parameters() if p.requires_grad]
+    compiled = [re.compile(p) for p in patterns]
+    names = [name for name, _ in model.named_parameters()]
+    for pattern, regex in zip(patterns, compiled):
+        if not any(regex.search(name) for name in names):
+            raise ConfigError(
+                f"SOLVER.TRAINABLE_PARAMS: {pattern!r} matches no parameter of the model "
+                f"(names look like {names[0]!r})"
+            )
+    kept = []
+    for name, param in model.named_parameters():
+        keep = any(regex.search(name) for regex in compiled)
+        param.requires_grad_(keep and param.requires_grad)
+        if keep:
+            kept.append(name)
+    return kept
 
 
 def _full_model_clipping(optimizer_cls: type, clip_norm: float, norm_type: float) -> type:

@@ -282,9 +282,26 @@ def test_web_app_limits(image_path, monkeypatch):
         on_image_change(Image.new("RGB", (480, 4)))
     with pytest.raises(gr.Error, match="NaN"):
         on_image_change(Image.fromarray(np.full((8, 8), np.nan, np.float32)))
-    args = demo.build_parser().parse_args(MODEL_ARGS[:-2])  # no --short-side: the library defaults
+
+
+STAGE1_ARGS = ["--config", os.path.join(ROOT, "configs", "semantic_sam_builtin.yaml"),
+               "--ckpt", os.path.join(ROOT, "models", "builtin", "semantic_sam_builtin.pth"), "--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    "argv, size",
+    [
+        (MODEL_ARGS[:-2], (640, 2560)),  # a released-style config: the reference demo's size
+        (MODEL_ARGS[:-2] + ["MODEL.DECODER.TEST.SHORT_SIDE=320", "MODEL.DECODER.TEST.MAX_SIZE=500"], (320, 500)),
+        (["--device", "cpu"], (224, 224)),  # the built-in model (stage 2), trained at 224 px
+        (STAGE1_ARGS, (224, 224)),  # stage 1 passed explicitly: its config says so too
+        (STAGE1_ARGS + ["--short-side", "300", "--max-size", "400"], (300, 400)),  # the flags win
+    ],
+)
+def test_image_size_follows_the_config_and_the_flags(argv, size):
+    args = demo.build_parser().parse_args(argv)
     demo.load_model(args)
-    assert (args.short_side, args.max_size) == (640, 2560)
+    assert (args.short_side, args.max_size) == size
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from semantic_sam.config import load_config
-from semantic_sam.solver import build_lr_scheduler, build_optimizer, get_param_groups
+from semantic_sam.config import ConfigError, load_config
+from semantic_sam.solver import build_lr_scheduler, build_optimizer, freeze_all_but, get_param_groups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,3 +68,31 @@ def test_full_model_clipping_and_schedule():
         sched.step()
     assert lrs[0] == pytest.approx(1.0) and lrs[1] == pytest.approx(1.0)
     assert lrs[2] == pytest.approx(0.1) and lrs[3] == pytest.approx(0.1)
+
+
+def test_freeze_all_but_keeps_only_matching_parameters_in_the_optimizer():
+    model = _Toy()
+    kept = freeze_all_but(model, ["^head\\.", "level_embed"])
+    assert sorted(kept) == ["head.bias", "head.weight", "level_embed"]  # named_parameters lists the alias once
+    assert model.shared.weight.requires_grad  # the alias is the kept head
+    assert not model.backbone.fc.weight.requires_grad and not model.tokens.weight.requires_grad
+    assert sorted(g["name"] for g in get_param_groups(model, base_lr=1e-3, weight_decay=0.0)) == sorted(kept)
+    # the frozen part gets no gradient, the kept part does
+    x = torch.randn(3, 4)
+    (model.head(model.backbone.fc(x)).sum() + model.level_embed.sum()).backward()
+    assert model.backbone.fc.weight.grad is None and model.head.weight.grad is not None
+
+
+def test_freeze_all_but_without_patterns_changes_nothing_and_a_typo_is_an_error():
+    model = _Toy()
+    assert len(freeze_all_but(model, [])) == len(list(model.parameters()))
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ConfigError, match=r"SOLVER.TRAINABLE_PARAMS: 'hed' matches no parameter"):
+        freeze_all_but(model, ["head", "hed"])
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen on the error
+
+
+@pytest.mark.parametrize("value", ['["class_embed", "("]', '[""]', "[3]"])
+def test_trainable_params_must_be_regular_expressions(value):
+    with pytest.raises(ConfigError, match=r"TRAINABLE_PARAMS.*regular expressions on parameter names"):
+        load_config(os.path.join(ROOT, "configs", "semantic_sam_tiny_cpu.yaml"), [f"SOLVER.TRAINABLE_PARAMS={value}"])
