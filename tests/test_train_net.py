@@ -23,6 +23,7 @@ from datasets.register_coco_panoptic_interactive import COCO_INTERACTIVE_VAL
 from datasets.register_sa1b import register_sa1b_tsv
 from datasets.sa1b_dataset_mapper import SA1BDatasetMapper
 from datasets.tiny_coco_panoptic import write_tiny_coco_panoptic
+from semantic_sam.checkpoint import read_state_dict
 from semantic_sam.config import ConfigError, load_config
 from semantic_sam.data.tsv import lineidx_path_for
 from semantic_sam.solver import build_optimizer
@@ -280,6 +281,27 @@ def test_overfitting_one_image_halves_the_loss(data, one_thread):
         losses.append(loss.item())
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
+
+
+def test_trainable_params_train_only_what_they_name(data, tmp_path):
+    """SOLVER.TRAINABLE_PARAMS: after 2 steps from the tiny weights, the decoder's parameters moved and every
+    other parameter is bit-identical to the weights it started from; the optimizer holds only the decoder's."""
+    out = str(tmp_path / "out")
+    opts = ["--config-file", TINY, f"OUTPUT_DIR={out}", *SMALL, "SOLVER.MAX_ITER=2", "DATASETS.TEST=[]",
+            f"MODEL.WEIGHTS={TINY_WEIGHTS}", r"SOLVER.TRAINABLE_PARAMS=['^sem_seg_head\.predictor\.']"]
+    proc = _run(opts, data["tsv"], data["no_coco"])
+    _check_ok(proc)
+    assert "SOLVER.TRAINABLE_PARAMS: training" in proc.stdout + proc.stderr
+    start, _ = read_state_dict(TINY_WEIGHTS)
+    saved = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+    end = saved["model"]
+    decoder = [k for k in start if k.startswith("sem_seg_head.predictor.") and start[k].is_floating_point()]
+    others = [k for k in start if not k.startswith("sem_seg_head.predictor.")]
+    assert decoder and others
+    assert all(torch.equal(start[k].float(), end[k].float()) for k in others)
+    moved = [k for k in decoder if not torch.equal(start[k].float(), end[k].float())]
+    assert len(moved) > len(decoder) // 2, moved
+    assert len(_optimizer_state(saved)["state"]) <= len(decoder)
 
 
 # ------------------------------------------------------------------------------------------ 3. resume
