@@ -40,7 +40,7 @@ CLIP_TYPES = ("full_model", "value", "norm")
 TEXT_ARCHS = ("noencoder", "unicl", "open_clip")
 # semantic_sam.modeling.criterion.IOU_TARGETS, semantic_sam.evaluation.click_simulation.CLICK_METHODS,
 # semantic_sam.modeling.decoder.prompt_encoder.POINT_CONVENTIONS and
-# semantic_sam.evaluation.interactive_evaluator.EVAL_PRECISIONS (not imported: loading a config must not
+# semantic_sam.evaluation.prompted_inference.EVAL_PRECISIONS (not imported: loading a config must not
 # import the model; tests/test_config.py and tests/evaluation keep them equal).
 IOU_TARGETS = ("matched", "prompt")
 CLICK_METHODS = ("kornia", "exact")

@@ -7,7 +7,8 @@ import os
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 
-from .generic import GENERIC_EVALUATOR_TYPES, build_generic_evaluator, is_generic_dataset
+from .generic import GENERIC_EVALUATOR_TYPES, is_generic_dataset
+from .generic_evaluators import build_generic_evaluator
 from .interactive_evaluator import InteractiveEvaluator
 from .multi_granularity import MultiGranularityEvaluator
 
@@ -29,7 +30,8 @@ def build_evaluator(
     """The evaluator for ``dataset_name`` (registered, with ``evaluator_type`` in its metadata, or a part
     dataset): :class:`InteractiveEvaluator` (COCO interactive), :class:`MultiGranularityEvaluator` (SA-1B),
     or detectron2's PQ / AP / mIoU evaluators and the part-AP evaluator
-    (:func:`~semantic_sam.evaluation.generic.build_generic_evaluator`) for COCO panoptic generic and part datasets.
+    (:func:`~semantic_sam.evaluation.generic_evaluators.build_generic_evaluator`) for COCO panoptic generic
+    and part datasets.
 
     Args:
         cfg: the config (``TEST.INTERACTIVE`` options; ``COCO.TEST.DETECTIONS_PER_IMAGE`` for AP).

@@ -31,6 +31,10 @@ the GT classes index), each accuracy is also given per GT class, under ``<metric
 A mapper that cannot read a record returns :func:`skipped_record_input` in its place rather
 than another image: the model never sees it, and the evaluators count it in
 ``num_skipped_records`` (it is not in ``num_images``) and log where it is.
+
+This module holds :class:`InteractiveEvaluator`, the mapped inputs' GT readers and the skipped records;
+the metrics themselves and their tables are :mod:`.interactive_metrics`, the model wrapper
+(:class:`~.prompted_inference.PromptedInference`, ``TEST.PRECISION``) :mod:`.prompted_inference`.
 """
 from __future__ import annotations
 
@@ -38,7 +42,6 @@ import itertools
 import json
 import logging
 import os
-import time
 from collections import OrderedDict
 from typing import Sequence
 
@@ -47,28 +50,25 @@ import torch
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
-from tabulate import tabulate
-from torch import nn
 
-from ..utils.precision import inference_autocast
+from .interactive_metrics import (
+    format_per_class_table,
+    format_results_table,
+    mask_ious,
+    per_class_accuracy,
+    summarize_ious,
+    summarize_labels,
+)
 
 __all__ = [
-    "EVAL_PRECISIONS",
     "SKIPPED_RECORD",
     "InteractiveEvaluator",
-    "format_per_class_table",
-    "format_results_table",
-    "PromptedInference",
-    "evaluation_dtype",
     "gt_masks_of",
     "gt_object_classes_of",
     "gt_part_classes_of",
     "log_skipped_records",
-    "mask_ious",
-    "per_class_accuracy",
     "skipped_record_input",
-    "summarize_ious",
-    "summarize_labels",
+    "with_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,24 +76,10 @@ logger = logging.getLogger(__name__)
 # Key of the mapped input that stands for a record the mapper could not read.
 SKIPPED_RECORD = "skipped_record"
 
-# Numerics of the model during evaluation (TEST.PRECISION): "auto" = float16 autocast on CUDA, as
-# the reference evaluates, and float32 elsewhere; "fp32"; "fp16" = float16 autocast on any device.
-EVAL_PRECISIONS = ("auto", "fp32", "fp16")
-
-
-def evaluation_dtype(precision: str, device: torch.device | str) -> torch.dtype:
-    """The autocast dtype of ``precision`` (one of :data:`EVAL_PRECISIONS`) on ``device``:
-    float32 means no autocast."""
-    if precision not in EVAL_PRECISIONS:
-        raise ValueError(f"unknown evaluation precision {precision!r}; expected one of {EVAL_PRECISIONS}")
-    if precision == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    return torch.float16 if precision == "fp16" else torch.float32
-
 
 def skipped_record_input(where: str, reason: str) -> dict:
     """The mapped input that stands for an unreadable record: ``{SKIPPED_RECORD: {"where",
-    "reason"}}``, no image and no prompts. :class:`PromptedInference` gives it an empty output;
+    "reason"}}``, no image and no prompts. :class:`~.prompted_inference.PromptedInference` gives it an empty output;
     the evaluators count it in ``num_skipped_records`` and log ``where``."""
     return {SKIPPED_RECORD: {"where": str(where), "reason": str(reason)}}
 
@@ -105,23 +91,6 @@ def log_skipped_records(dataset_name: str | None, skipped: list[dict]) -> None:
         logger.warning("Evaluation of %s skipped %d unreadable record(s):%s", dataset_name, len(skipped), lines)
 
 
-def mask_ious(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """IoU of binary masks against one GT mask: intersection / union over all pixels.
-
-    Args:
-        pred: (..., H, W) bool predictions.
-        gt: (H, W) bool ground truth.
-
-    Returns:
-        (...) float64 IoUs; 1.0 where prediction and GT are both empty (the reference gives NaN).
-    """
-    if pred.shape[-2:] != gt.shape[-2:]:
-        raise ValueError(f"prediction masks are {tuple(pred.shape[-2:])}, GT mask is {tuple(gt.shape)}")
-    inter = (pred & gt).flatten(-2).sum(-1).double()
-    union = (pred | gt).flatten(-2).sum(-1).double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
 def gt_masks_of(inp: dict) -> torch.Tensor:
     """The (M, H, W) bool GT masks of a mapped input (``instances.gt_masks``)."""
     if "instances" not in inp:
@@ -129,134 +98,6 @@ def gt_masks_of(inp: dict) -> torch.Tensor:
     masks = inp["instances"].gt_masks
     masks = getattr(masks, "tensor", masks)
     return torch.as_tensor(masks).bool()
-
-
-def summarize_ious(
-    ious: np.ndarray, picks: np.ndarray, max_clicks: int = 20, noc_thresholds: Sequence[float] = (0.5, 0.8, 0.85, 0.9)
-) -> "OrderedDict[str, float]":
-    """Pool per-segment IoUs into the metrics of this module.
-
-    Args:
-        ious: (S, L) IoU of each of the L outputs (tokens) for S segments.
-        picks: (S,) index of the output with the highest predicted IoU.
-        max_clicks: NoC value of a segment that does not reach the threshold.
-        noc_thresholds: IoU thresholds of the NoC metrics.
-
-    Returns:
-        ``num_segments``, ``1-IoU@Max``, ``1-IoU@Oracle`` (percent), ``noc@t@Max``,
-        ``noc@t@Oracle``, ``mIoU_token_k`` (percent) and ``token_pick_k`` (percent of segments).
-    """
-    ious = np.asarray(ious, dtype=np.float64)
-    picks = np.asarray(picks, dtype=np.int64)
-    if ious.ndim != 2 or picks.shape != (ious.shape[0],):
-        raise ValueError(f"ious must be (S, L) and picks (S,), got {ious.shape} and {picks.shape}")
-    res: OrderedDict[str, float] = OrderedDict()
-    n, num_outputs = ious.shape
-    res["num_segments"] = n
-    if n == 0:
-        return res
-    chosen = {"Max": ious[np.arange(n), picks], "Oracle": ious.max(axis=1)}
-    for name, v in chosen.items():
-        res[f"1-IoU@{name}"] = 100.0 * float(v.mean())
-    for name, v in chosen.items():
-        for t in noc_thresholds:
-            res[f"noc@{t:g}@{name}"] = float(np.where(v >= t, 1, max_clicks).mean())
-    for k in range(num_outputs):
-        res[f"mIoU_token_{k}"] = 100.0 * float(ious[:, k].mean())
-    for k in range(num_outputs):
-        res[f"token_pick_{k}"] = 100.0 * float((picks == k).mean())
-    return res
-
-
-def _label_hits(
-    labels: np.ndarray, gt_classes: np.ndarray, ious: np.ndarray, picks: np.ndarray
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``(scored, {"Max": hits, "Oracle": hits})``: the (S,) mask of labelled segments (GT class >= 0) and,
-    for those, whether the Max / Oracle output's label is the GT's (checks the shapes)."""
-    labels = np.asarray(labels, dtype=np.int64)
-    gt_classes = np.asarray(gt_classes, dtype=np.int64)
-    ious = np.asarray(ious, dtype=np.float64)
-    picks = np.asarray(picks, dtype=np.int64)
-    n = labels.shape[0]
-    if labels.ndim != 2 or ious.shape != labels.shape or gt_classes.shape != (n,) or picks.shape != (n,):
-        raise ValueError(
-            f"labels and ious must be (S, L), gt_classes and picks (S,); got {labels.shape}, {ious.shape}, "
-            f"{gt_classes.shape} and {picks.shape}"
-        )
-    scored = gt_classes >= 0
-    rows = np.arange(n)[scored]
-    chosen = {"Max": picks[scored], "Oracle": ious[scored].argmax(axis=1) if n else picks[scored]}
-    return scored, {name: labels[rows, index] == gt_classes[scored] for name, index in chosen.items()}
-
-
-def summarize_labels(
-    labels: np.ndarray,
-    gt_classes: np.ndarray,
-    ious: np.ndarray,
-    picks: np.ndarray,
-    *,
-    acc_key: str = "label_acc",
-    count_key: str = "num_labelled_segments",
-) -> "OrderedDict[str, float]":
-    """Top-1 label accuracy of the Max and Oracle outputs (object labels; part labels with the part keys).
-
-    Args:
-        labels: (S, L) label (argmax of the logits) of each of the L outputs of S segments.
-        gt_classes: (S,) GT class of each segment; negative = unlabelled (not scored).
-        ious: (S, L) IoU of each output with the GT; the Oracle output is its first maximum.
-        picks: (S,) index of the output with the highest predicted IoU (the Max output).
-        acc_key, count_key: the names of the metrics (``part_label_acc``, ``num_part_labelled_segments``
-            for part labels).
-
-    Returns:
-        ``num_labelled_segments`` and, when it is not 0, ``label_acc@Max`` and
-        ``label_acc@Oracle`` (percent of the labelled segments).
-    """
-    scored, hits = _label_hits(labels, gt_classes, ious, picks)
-    res: OrderedDict[str, float] = OrderedDict()
-    res[count_key] = int(scored.sum())
-    if not scored.any():
-        return res
-    for name, hit in hits.items():
-        res[f"{acc_key}@{name}"] = 100.0 * float(hit.mean())
-    return res
-
-
-def per_class_accuracy(
-    labels: np.ndarray,
-    gt_classes: np.ndarray,
-    ious: np.ndarray,
-    picks: np.ndarray,
-    class_names: Sequence[str],
-    *,
-    acc_key: str = "label_acc",
-    count_key: str = "num_labelled_segments",
-) -> OrderedDict[str, float]:
-    """:func:`summarize_labels` of each GT class, under ``<key>/<class name>`` keys.
-
-    Args:
-        labels, gt_classes, ious, picks, acc_key, count_key: as for :func:`summarize_labels`.
-        class_names: the names the GT classes index (the vocabulary's ``"object"`` or ``"part"`` names).
-
-    Returns:
-        For each class that has labelled segments, in class order: ``<count_key>/<name>``,
-        ``<acc_key>@Max/<name>`` and ``<acc_key>@Oracle/<name>`` (percent of that class's segments).
-
-    Raises:
-        ValueError: a GT class is not an index of ``class_names``.
-    """
-    scored, hits = _label_hits(labels, gt_classes, ious, picks)
-    gt = np.asarray(gt_classes, dtype=np.int64)[scored]
-    if gt.size and gt.max() >= len(class_names):
-        raise ValueError(f"GT class {int(gt.max())} is not an index of the {len(class_names)} class names")
-    res: OrderedDict[str, float] = OrderedDict()
-    for c in np.unique(gt).tolist():
-        of_class = gt == c
-        name = class_names[c]
-        res[f"{count_key}/{name}"] = int(of_class.sum())
-        for metric, hit in hits.items():
-            res[f"{acc_key}@{metric}/{name}"] = 100.0 * float(hit[of_class].mean())
-    return res
 
 
 def gt_object_classes_of(inp: dict) -> torch.Tensor:
@@ -291,101 +132,6 @@ _LABEL_KINDS = (
     ("label_acc", "num_labelled_segments", "object_labels", "gt_object_class", "object"),
     ("part_label_acc", "num_part_labelled_segments", "part_labels", "gt_part_class", "part"),
 )
-
-
-class PromptedInference(nn.Module):
-    """Run ``model.inference`` on the inputs that have prompts; give empty outputs to the rest.
-
-    Images without GT segments have no prompts, which the model rejects; the evaluators
-    still count them. Use it as the model of ``inference_on_dataset``. The wrapper starts in
-    the model's train/eval mode, so that ``inference_on_dataset``, which restores the mode of
-    the module it is given, leaves the model as it found it.
-
-    Object labels: when the model has a text encoder (``model.text_encoder`` is not None) and an
-    input carries a ``"vocabulary"`` (``{"object": names, "part": names}``, as the COCO evaluation
-    mapper writes it), the model also returns ``pred_logits`` for that vocabulary. Its class
-    embeddings (``model.class_embeddings``, every prompt template averaged) are computed once per
-    vocabulary by this wrapper, in float32, outside autocast. A model without a text encoder gets
-    exactly the calls it got before (no vocabulary, no logits).
-
-    Args:
-        model: a model with ``inference(batched_inputs, **inference_kwargs)``.
-        precision: ``TEST.PRECISION``, one of :data:`EVAL_PRECISIONS`. The default ``"auto"``
-            runs the model under float16 autocast on CUDA, as the reference evaluates (its
-            outputs are then float16), and in plain float32 on the CPU.
-        inference_kwargs: passed to ``model.inference`` (e.g. ``tokens``); an explicit
-            ``class_embeddings`` is passed as is, for every input.
-    """
-
-    def __init__(self, model: nn.Module, *, precision: str = "auto", **inference_kwargs):
-        super().__init__()
-        if precision not in EVAL_PRECISIONS:
-            raise ValueError(f"TEST.PRECISION: unknown {precision!r}; expected one of {EVAL_PRECISIONS}")
-        self.model = model
-        self.precision = precision
-        self.inference_kwargs = inference_kwargs
-        self._logged_dtype = False
-        self._class_embeddings: dict[tuple, dict[str, torch.Tensor]] = {}
-        self.train(model.training)
-
-    @staticmethod
-    def num_prompts(inp: dict) -> int:
-        return sum(len(inp[k]) for k in ("points", "boxes") if inp.get(k) is not None)
-
-    def forward(self, batched_inputs: list[dict]) -> list[dict]:
-        todo = [i for i, x in enumerate(batched_inputs) if self.num_prompts(x) > 0]
-        outputs: list[dict] = [{} for _ in batched_inputs]
-        if not todo:
-            return outputs
-        device = _device_of(self.model)
-        dtype = evaluation_dtype(self.precision, device)
-        if not self._logged_dtype:
-            how = "float32" if dtype == torch.float32 else f"{dtype} autocast"
-            logger.info("Evaluating on %s in %s (TEST.PRECISION=%s)", device, how, self.precision)
-            self._logged_dtype = True
-        groups: dict[tuple | None, list[int]] = {}  # inputs by vocabulary (one group without labels)
-        for i in todo:
-            groups.setdefault(self._vocabulary_key(batched_inputs[i]), []).append(i)
-        for vocabulary, indices in groups.items():
-            kwargs = self.inference_kwargs
-            if vocabulary is not None:
-                kwargs = dict(kwargs, class_embeddings=self.class_embeddings(*vocabulary))
-            with inference_autocast(device, dtype):
-                results = self.model.inference([batched_inputs[i] for i in indices], **kwargs)
-            for i, out in zip(indices, results):
-                outputs[i] = out
-        return outputs
-
-    def _vocabulary_key(self, inp: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-        """``(object names, part names)`` of the input's vocabulary if the model names outputs with it."""
-        vocabulary = inp.get("vocabulary")
-        if vocabulary is None or "class_embeddings" in self.inference_kwargs:
-            return None
-        if getattr(self.model, "text_encoder", None) is None:
-            return None
-        return tuple(vocabulary["object"]), tuple(vocabulary.get("part") or ())
-
-    def class_embeddings(self, objects: Sequence[str], parts: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-        """``model.class_embeddings(objects, parts)`` (``{"object": (C_o, D), "part": (C_p, D)}``),
-        computed on the first call for a vocabulary and kept for this wrapper's lifetime."""
-        key = (tuple(objects), tuple(parts))
-        if key not in self._class_embeddings:
-            start = time.perf_counter()
-            self._class_embeddings[key] = self.model.class_embeddings(list(key[0]), list(key[1]) or None)
-            logger.info(
-                "Object labels: embedded a vocabulary of %d object and %d part names in %.1f s",
-                len(key[0]), len(key[1]), time.perf_counter() - start,
-            )
-        return self._class_embeddings[key]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    """The model's device: its ``device`` attribute, else that of its first parameter, else the CPU."""
-    device = getattr(model, "device", None)
-    if isinstance(device, (torch.device, str)):
-        return torch.device(device)
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def _labels_and_gt(inp: dict, out: dict, key: str, gt_classes: torch.Tensor, num: int, what: str):
@@ -604,32 +350,3 @@ class InteractiveEvaluator(DatasetEvaluator):
 def with_weights(results: dict, weights: str | None) -> dict:
     """The results as written to JSON: with ``"weights"``, the evaluated checkpoint, when known."""
     return dict(results, weights=weights) if weights else dict(results)
-
-
-def format_results_table(results: dict) -> str:
-    """A metric x prompt-kind table of :class:`InteractiveEvaluator` results (the per-class keys,
-    ``<metric>/<class>``, left out: see :func:`format_per_class_table`)."""
-    keys = list(dict.fromkeys(k for res in results.values() for k in res if "/" not in k))
-    rows = [[k] + [_fmt(res.get(k)) for res in results.values()] for k in keys]
-    return tabulate(rows, headers=["metric"] + list(results), tablefmt="pipe", stralign="right")
-
-
-def format_per_class_table(
-    per_class: dict, acc_key: str = "label_acc", count_key: str = "num_labelled_segments"
-) -> str:
-    """A class x (segments, Max, Oracle accuracy) table of :func:`per_class_accuracy`'s keys."""
-    prefix = f"{count_key}/"
-    names = [k[len(prefix):] for k in per_class if k.startswith(prefix)]
-    rows = [
-        [name, per_class[f"{count_key}/{name}"], _fmt(per_class[f"{acc_key}@Max/{name}"]),
-         _fmt(per_class[f"{acc_key}@Oracle/{name}"])]
-        for name in names
-    ]
-    headers = ["class", "segments", f"{acc_key}@Max", f"{acc_key}@Oracle"]
-    return tabulate(rows, headers=headers, tablefmt="pipe", stralign="right", disable_numparse=True)
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    return f"{v:.2f}" if isinstance(v, float) else str(v)

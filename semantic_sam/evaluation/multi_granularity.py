@@ -22,14 +22,8 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from scipy.optimize import linear_sum_assignment
 
-from .interactive_evaluator import (
-    SKIPPED_RECORD,
-    format_results_table,
-    gt_masks_of,
-    log_skipped_records,
-    summarize_ious,
-    with_weights,
-)
+from .interactive_evaluator import SKIPPED_RECORD, gt_masks_of, log_skipped_records, with_weights
+from .interactive_metrics import format_results_table, summarize_ious
 
 __all__ = ["MultiGranularityEvaluator", "matched_iou", "pairwise_mask_iou"]
 

@@ -19,7 +19,7 @@ from datasets.register_builtin_labelled import register_builtin_eval_datasets
 from semantic_sam.build import build_model
 from semantic_sam.config import load_config
 from semantic_sam.evaluation import InteractiveEvaluator, PromptedInference, build_evaluator, summary_table
-from semantic_sam.evaluation import interactive_evaluator as ie
+from semantic_sam.evaluation import interactive_metrics as im
 from tools.make_builtin_data import LABELLED_LAYOUTS, make_builtin_data
 from tests.utils.catalog import unregister
 
@@ -132,7 +132,7 @@ def test_part_and_object_label_accuracy_hand_values(tmp_path, caplog):
     # Per-class keys follow the aggregate ones and stay out of the main table; they have their own.
     keys = list(res["interactive"])
     assert keys.index("num_skipped_records") < keys.index("num_labelled_segments/car")
-    assert "/car" not in ie.format_results_table(res) and "part_label_acc@Max" in ie.format_results_table(res)
+    assert "/car" not in im.format_results_table(res) and "part_label_acc@Max" in im.format_results_table(res)
     assert "Per-class part_label_acc of toy_parts" in caplog.text and "|   wheel |" in caplog.text
     with open(tmp_path / "interactive_results.json") as f:
         assert json.load(f) == json.loads(json.dumps(res))
@@ -174,16 +174,16 @@ def test_per_class_accuracy_hand_values_and_errors():
     gt = np.array([0, 1, 0, -1])
     ious = np.array([[1.0, 0.0], [1.0, 0.5], [1.0, 0.0], [0.0, 1.0]])
     picks = np.array([1, 0, 0, 0])
-    res = ie.per_class_accuracy(labels, gt, ious, picks, ("car", "house"))
+    res = im.per_class_accuracy(labels, gt, ious, picks, ("car", "house"))
     assert list(res) == ["num_labelled_segments/car", "label_acc@Max/car", "label_acc@Oracle/car",
                          "num_labelled_segments/house", "label_acc@Max/house", "label_acc@Oracle/house"]
     _check(res, {"num_labelled_segments/car": 2, "label_acc@Max/car": 50.0, "label_acc@Oracle/car": 100.0,
                  "label_acc@Max/house": 100.0})
-    table = ie.format_per_class_table(res).splitlines()
+    table = im.format_per_class_table(res).splitlines()
     assert [c.strip() for c in table[0].split("|")[1:5]] == ["class", "segments", "label_acc@Max", "label_acc@Oracle"]
     assert [c.strip() for c in table[2].split("|")[1:5]] == ["car", "2", "50.00", "100.00"]
     with pytest.raises(ValueError, match="GT class 1 is not an index of the 1 class names"):
-        ie.per_class_accuracy(labels, gt, ious, picks, ("car",))
+        im.per_class_accuracy(labels, gt, ious, picks, ("car",))
 
 
 # ------------------------------------------------------------------------------------------ perfect clicks
@@ -262,7 +262,7 @@ def _generic_evaluate(dicts, outputs, out_dir):
 
 def test_generic_perfect_outputs_score_100_with_per_class_pq(root, tmp_path, caplog):
     dicts = DatasetCatalog.get(GENERIC)
-    with caplog.at_level("INFO", logger="semantic_sam.evaluation.generic"):
+    with caplog.at_level("INFO", logger="semantic_sam.evaluation.generic_evaluators"):
         results = _generic_evaluate(dicts, [_generic_outputs(d) for d in dicts], str(tmp_path / "eval"))
     pq = results["panoptic_seg"]
     for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):

@@ -10,6 +10,8 @@ from detectron2.structures import BitMasks, Instances
 
 from semantic_sam.evaluation import InteractiveEvaluator, PromptedInference, mask_ious, summarize_ious
 from semantic_sam.evaluation import interactive_evaluator as ie
+from semantic_sam.evaluation import interactive_metrics as im
+from semantic_sam.evaluation import prompted_inference as pi
 
 
 def _m(h, w, *rects):
@@ -154,7 +156,7 @@ def test_evaluator_points_and_boxes(tmp_path):
     ]
     assert records[0]["prompt"] == [0.0, 0.0] and records[2]["prompt"] == [0.0, 0.0, 2.0, 2.0]
     np.testing.assert_allclose(records[1]["ious"], POINT_IOUS[1])
-    table = ie.format_results_table(res)
+    table = im.format_results_table(res)
     assert "1-IoU@Max" in table and "interactive" in table and "box" in table
 
     ev.reset()
@@ -268,12 +270,12 @@ class _AutocastProbe(torch.nn.Module):
 
 
 def test_evaluation_dtype_resolves_auto_by_device():
-    assert ie.evaluation_dtype("auto", "cpu") == torch.float32
-    assert ie.evaluation_dtype("auto", "cuda:1") == torch.float16  # the reference's fp16 autocast
-    assert ie.evaluation_dtype("fp32", "cuda") == torch.float32
-    assert ie.evaluation_dtype("fp16", "cpu") == torch.float16
+    assert pi.evaluation_dtype("auto", "cpu") == torch.float32
+    assert pi.evaluation_dtype("auto", "cuda:1") == torch.float16  # the reference's fp16 autocast
+    assert pi.evaluation_dtype("fp32", "cuda") == torch.float32
+    assert pi.evaluation_dtype("fp16", "cpu") == torch.float16
     with pytest.raises(ValueError, match="unknown evaluation precision 'bf16'"):
-        ie.evaluation_dtype("bf16", "cpu")
+        pi.evaluation_dtype("bf16", "cpu")
     with pytest.raises(ValueError, match="TEST.PRECISION"):
         PromptedInference(_AutocastProbe(), precision="half")
 
@@ -309,7 +311,7 @@ def test_precision_is_a_checked_config_key():
     from semantic_sam import config_checks
     from semantic_sam.config import ConfigError, load_config
 
-    assert config_checks.EVAL_PRECISIONS == ie.EVAL_PRECISIONS
+    assert config_checks.EVAL_PRECISIONS == pi.EVAL_PRECISIONS
     assert load_config(None).TEST.PRECISION == "auto"
     assert load_config(None, ["TEST.PRECISION=fp16"]).TEST.PRECISION == "fp16"
     with pytest.raises(ConfigError, match="TEST.PRECISION"):
@@ -356,15 +358,15 @@ def test_summarize_labels_hand_values():
     gt = np.array([2, 1, 0, -1])  # the last segment is unlabelled: not scored
     ious = np.array([[1, 1 / 3, 0], [0.5, 0.5, 1], [1 / 3, 2 / 3, 1], [1, 0, 0]])
     picks = np.array([1, 0, 2, 0])
-    res = ie.summarize_labels(labels, gt, ious, picks)
+    res = im.summarize_labels(labels, gt, ious, picks)
     assert list(res) == ["num_labelled_segments", "label_acc@Max", "label_acc@Oracle"]
     _check(res, {"num_labelled_segments": 3, "label_acc@Max": 100 / 3, "label_acc@Oracle": 100.0})
     # Oracle ties resolve to the first maximum: IoUs [1, 1, 0] -> output 0.
-    tie = ie.summarize_labels(np.array([[2, 1, 1]]), np.array([2]), np.array([[1.0, 1.0, 0.0]]), np.array([1]))
+    tie = im.summarize_labels(np.array([[2, 1, 1]]), np.array([2]), np.array([[1.0, 1.0, 0.0]]), np.array([1]))
     _check(tie, {"label_acc@Max": 0.0, "label_acc@Oracle": 100.0})
-    assert ie.summarize_labels(labels[:1], np.array([-1]), ious[:1], picks[:1]) == {"num_labelled_segments": 0}
+    assert im.summarize_labels(labels[:1], np.array([-1]), ious[:1], picks[:1]) == {"num_labelled_segments": 0}
     with pytest.raises(ValueError, match="labels and ious must be"):
-        ie.summarize_labels(labels, gt, ious[:, :2], picks)
+        im.summarize_labels(labels, gt, ious[:, :2], picks)
 
 
 def test_evaluator_scores_object_labels_of_max_and_oracle(tmp_path):
@@ -385,7 +387,7 @@ def test_evaluator_scores_object_labels_of_max_and_oracle(tmp_path):
     assert [(r["object_labels"], r["gt_object_class"]) for r in records] == [
         ([2, 0, 1], 2), ([0, 2, 1], 1), ([2, 1, 0], 2), ([1, 0, 0], 1), ([2, 1, 0], 0)
     ]
-    assert "label_acc@Oracle" in ie.format_results_table(res)
+    assert "label_acc@Oracle" in im.format_results_table(res)
 
 
 def test_evaluator_without_logits_has_no_label_keys(tmp_path):
