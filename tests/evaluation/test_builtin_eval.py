@@ -22,6 +22,7 @@ from semantic_sam.evaluation import InteractiveEvaluator, PromptedInference, bui
 from semantic_sam.evaluation import interactive_metrics as im
 from tools.make_builtin_data import LABELLED_LAYOUTS, make_builtin_data
 from tests.utils.catalog import unregister
+from tests.utils.interactive_cases import _check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "semantic_sam_tiny_generic.yaml")
@@ -42,11 +43,6 @@ def root(tmp_path_factory):
 
 def _cfg(*overrides):
     return load_config(CONFIG, [*SMALL, *overrides])
-
-
-def _check(res, expected):
-    for k, v in expected.items():
-        assert res[k] == pytest.approx(v, abs=1e-9), k
 
 
 # ------------------------------------------------------------------------------------------ hand-made case
@@ -167,23 +163,6 @@ def test_per_class_keys_need_one_vocabulary():
     ev = InteractiveEvaluator(distributed=False)
     ev.process([inp, other], [out, out])
     assert not any("/" in k for k in ev.evaluate()["interactive"])
-
-
-def test_per_class_accuracy_hand_values_and_errors():
-    labels = np.array([[0, 1], [1, 0], [0, 1], [1, 1]])
-    gt = np.array([0, 1, 0, -1])
-    ious = np.array([[1.0, 0.0], [1.0, 0.5], [1.0, 0.0], [0.0, 1.0]])
-    picks = np.array([1, 0, 0, 0])
-    res = im.per_class_accuracy(labels, gt, ious, picks, ("car", "house"))
-    assert list(res) == ["num_labelled_segments/car", "label_acc@Max/car", "label_acc@Oracle/car",
-                         "num_labelled_segments/house", "label_acc@Max/house", "label_acc@Oracle/house"]
-    _check(res, {"num_labelled_segments/car": 2, "label_acc@Max/car": 50.0, "label_acc@Oracle/car": 100.0,
-                 "label_acc@Max/house": 100.0})
-    table = im.format_per_class_table(res).splitlines()
-    assert [c.strip() for c in table[0].split("|")[1:5]] == ["class", "segments", "label_acc@Max", "label_acc@Oracle"]
-    assert [c.strip() for c in table[2].split("|")[1:5]] == ["car", "2", "50.00", "100.00"]
-    with pytest.raises(ValueError, match="GT class 1 is not an index of the 1 class names"):
-        im.per_class_accuracy(labels, gt, ious, picks, ("car",))
 
 
 # ------------------------------------------------------------------------------------------ perfect clicks
