@@ -24,7 +24,9 @@ regions take everyday colours of their class (``--colours typical``; both stages
 follows: ``train_net.py --config-file configs/semantic_sam_builtin_recognize.yaml
 MODEL.WEIGHTS=<stage 1> OUTPUT_DIR=OUT2`` (text encoder, labelled clicks, generic panoptic queries, on
 top of the stage-1 weights; ``--stage1-weights`` starts from an existing stage-1 checkpoint instead of
-training one), its export at ``--recognize-checkpoint`` and its evaluation on the held-out scenes:
+training one), then its second cycle, ``train_net.py --config-file configs/semantic_sam_builtin_recognize_cycle2.yaml
+MODEL.WEIGHTS=OUT2/model_final.pth OUTPUT_DIR=OUT2/cycle2`` (a warm restart of the same training), the
+export of the second cycle's weights at ``--recognize-checkpoint`` and their evaluation on the held-out scenes:
 interactive (multi-granularity, 1-IoU Max/Oracle), object and part label accuracy of clicked masks, PQ.
 """
 from __future__ import annotations
@@ -50,6 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join("configs", "semantic_sam_builtin.yaml")
 CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin.pth")
 RECOGNIZE_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize.yaml")
+RECOGNIZE_CYCLE2_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize_cycle2.yaml")
 RECOGNIZE_CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin_recognize.pth")
 
 __all__ = ["export_release_checkpoint", "main"]
@@ -107,7 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="intra-op threads (default: 2 = the 2 cores the recipe is timed on). On a busy machine use 1: "
         "OpenMP threads that spin-wait for each other made a shared-core run ~10x slower",
     )
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides for the last training stage (stage 2 with --recognize)")
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="KEY=VALUE config overrides for the last training stage (with --recognize: both cycles of stage 2)",
+    )
     args = p.parse_args(argv)
 
     if args.stage1_weights and not args.recognize:
@@ -138,13 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage1 = args.checkpoint
     if args.recognize:
         out = args.recognize_output_dir
+        cycle2 = os.path.join(out, "cycle2")
         if not args.skip_train:
             cmd = [
                 py, "train_net.py", "--config-file", RECOGNIZE_CONFIG, f"OUTPUT_DIR={out}", f"MODEL.WEIGHTS={stage1}",
                 *args.opts,
             ]
             times["train stage 2"] = _run(cmd, env, args.threads)
-        export_release_checkpoint(os.path.join(out, "model_final.pth"), args.recognize_checkpoint)
+            cmd = [
+                py, "train_net.py", "--config-file", RECOGNIZE_CYCLE2_CONFIG, f"OUTPUT_DIR={cycle2}",
+                f"MODEL.WEIGHTS={os.path.join(out, 'model_final.pth')}", *args.opts,
+            ]
+            times["train stage 2, cycle 2"] = _run(cmd, env, args.threads)
+        export_release_checkpoint(os.path.join(cycle2, "model_final.pth"), args.recognize_checkpoint)
         size = os.path.getsize(args.recognize_checkpoint) / 2**20
         print(f"\nwrote {args.recognize_checkpoint} ({size:.1f} MiB)")
         cmd = [

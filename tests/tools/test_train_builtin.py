@@ -51,3 +51,38 @@ def test_recognize_config_starts_from_the_shipped_stage1_and_names_the_heldout_s
     assert set(cfg.DATASETS.TEST) >= {
         "builtin_panoptic_val_interactive", "builtin_parts_val_interactive", "builtin_panoptic_val_generic"
     }
+
+
+def test_recognize_runs_both_stage2_cycles_and_ships_the_second(tmp_path, monkeypatch):
+    import tools.train_builtin as tb
+
+    commands, exports = [], []
+    monkeypatch.setattr(tb, "_run", lambda cmd, env, threads: commands.append(list(cmd)) or 0.0)
+
+    def fake_export(src, dst):
+        exports.append((src, dst))
+        open(dst, "wb").close()
+        return dst
+
+    monkeypatch.setattr(tb, "export_release_checkpoint", fake_export)
+    out, ckpt = str(tmp_path / "out2"), str(tmp_path / "recognize.pth")
+    stage1 = "models/builtin/semantic_sam_builtin.pth"
+    argv = ["--recognize", "--skip-data", "--stage1-weights", stage1, "--recognize-output-dir", out,
+            "--recognize-checkpoint", ckpt, "SOLVER.BASE_LR=0.0001"]
+    assert tb.main(argv) == 0
+    first, second, evaluation = commands
+    assert first[2:] == ["--config-file", tb.RECOGNIZE_CONFIG, f"OUTPUT_DIR={out}", f"MODEL.WEIGHTS={stage1}",
+                         "SOLVER.BASE_LR=0.0001"]
+    cycle2 = f"{out}/cycle2"
+    assert second[2:] == ["--config-file", tb.RECOGNIZE_CYCLE2_CONFIG, f"OUTPUT_DIR={cycle2}",
+                          f"MODEL.WEIGHTS={out}/model_final.pth", "SOLVER.BASE_LR=0.0001"]
+    assert exports == [(f"{cycle2}/model_final.pth", ckpt)]
+    assert "--eval_only" in evaluation and f"MODEL.WEIGHTS={ckpt}" in evaluation
+
+
+def test_the_second_cycle_restarts_from_the_first_cycles_output():
+    first = load_config("configs/semantic_sam_builtin_recognize.yaml")
+    second = load_config("configs/semantic_sam_builtin_recognize_cycle2.yaml")
+    assert second.MODEL.WEIGHTS == f"{first.OUTPUT_DIR}/model_final.pth"
+    assert second.SEED != first.SEED and second.SOLVER.MAX_ITER > 0
+    assert second.DATASETS == first.DATASETS and second.MODEL.DECODER == first.MODEL.DECODER
