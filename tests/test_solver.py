@@ -65,6 +65,7 @@ def test_full_model_clipping_and_schedule():
     lrs = []
     for _ in range(4):
         lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(1.0) and lrs[1] == pytest.approx(1.0)
     assert lrs[2] == pytest.approx(0.1) and lrs[3] == pytest.approx(0.1)
