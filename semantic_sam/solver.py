@@ -79,20 +79,17 @@ def freeze_all_but(model: nn.Module, patterns: list[str] | tuple[str, ...]) -> l
     if not patterns:
         return [name for name, p in model.named_parameters() if p.requires_grad]
     compiled = [re.compile(p) for p in patterns]
-    names = [name for name, _ in model.named_parameters()]
-    for pattern, regex in zip(patterns, compiled):
-        if not any(regex.search(name) for name in names):
+    named = list(model.named_parameters())
+    matches = {name: [bool(regex.search(name)) for regex in compiled] for name, _ in named}
+    for k, pattern in enumerate(patterns):
+        if not any(hits[k] for hits in matches.values()):
             raise ConfigError(
                 f"SOLVER.TRAINABLE_PARAMS: {pattern!r} matches no parameter of the model "
-                f"(names look like {names[0]!r})"
+                f"(names look like {named[0][0]!r})"
             )
-    kept = []
-    for name, param in model.named_parameters():
-        keep = any(regex.search(name) for regex in compiled)
-        param.requires_grad_(keep and param.requires_grad)
-        if keep:
-            kept.append(name)
-    return kept
+    for name, param in named:
+        param.requires_grad_(any(matches[name]) and param.requires_grad)
+    return [name for name, param in named if param.requires_grad]
 
 
 def _full_model_clipping(optimizer_cls: type, clip_norm: float, norm_type: float) -> type:

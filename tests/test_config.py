@@ -357,6 +357,17 @@ def test_enum_copies_match_their_modules():
     assert config_checks.POINT_CONVENTIONS == POINT_CONVENTIONS
 
 
+def test_demo_image_size_defaults_are_the_predictors():
+    import inspect
+
+    from semantic_sam.predictor import SemanticSamPredictor
+
+    defaults = inspect.signature(SemanticSamPredictor).parameters
+    cfg = load_config(os.path.join(ROOT, "configs", "semantic_sam_tiny_cpu.yaml"))
+    assert cfg.MODEL.DECODER.TEST.SHORT_SIDE == defaults["short_side"].default
+    assert cfg.MODEL.DECODER.TEST.MAX_SIZE == defaults["max_size"].default
+
+
 def test_output_dir_must_not_be_a_file(tmp_path):
     f = tmp_path / "out.txt"
     f.write_text("")
