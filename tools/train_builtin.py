@@ -24,10 +24,12 @@ regions take everyday colours of their class (``--colours typical``; both stages
 follows: ``train_net.py --config-file configs/semantic_sam_builtin_recognize.yaml
 MODEL.WEIGHTS=<stage 1> OUTPUT_DIR=OUT2`` (text encoder, labelled clicks, generic panoptic queries, on
 top of the stage-1 weights; ``--stage1-weights`` starts from an existing stage-1 checkpoint instead of
-training one), then its second cycle, ``train_net.py --config-file configs/semantic_sam_builtin_recognize_cycle2.yaml
-MODEL.WEIGHTS=OUT2/model_final.pth OUTPUT_DIR=OUT2/cycle2`` (a warm restart of the same training), the
-export of the second cycle's weights at ``--recognize-checkpoint`` and their evaluation on the held-out scenes:
-interactive (multi-granularity, 1-IoU Max/Oracle), object and part label accuracy of clicked masks, PQ.
+training one), then its later cycles (``--cycles``, default :data:`RECOGNIZE_CYCLES`, the shipped model's):
+cycle k >= 2 is ``train_net.py --config-file configs/semantic_sam_builtin_recognize_restart.yaml
+MODEL.WEIGHTS=<cycle k-1>/model_final.pth OUTPUT_DIR=OUT2/cycle<k> SEED=<15 + k>`` (a warm restart of the same
+training with another data order), the export of the last cycle's weights at ``--recognize-checkpoint`` and their
+evaluation on the held-out scenes: interactive (multi-granularity, 1-IoU Max/Oracle), object and part label
+accuracy of clicked masks, PQ.
 """
 from __future__ import annotations
 
@@ -52,8 +54,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join("configs", "semantic_sam_builtin.yaml")
 CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin.pth")
 RECOGNIZE_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize.yaml")
-RECOGNIZE_CYCLE2_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize_cycle2.yaml")
+RECOGNIZE_RESTART_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize_restart.yaml")
 RECOGNIZE_CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin_recognize.pth")
+RECOGNIZE_CYCLES = 3
+"""Stage-2 cycles of the shipped recognize checkpoint (the first config, then warm restarts)."""
 
 __all__ = ["export_release_checkpoint", "main"]
 
@@ -104,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--recognize-output-dir", default=os.path.join("output", "builtin_recognize"))
     p.add_argument("--recognize-checkpoint", default=RECOGNIZE_CHECKPOINT)
     p.add_argument(
+        "--cycles",
+        type=int,
+        default=RECOGNIZE_CYCLES,
+        help=f"with --recognize: stage-2 cycles, the first config then warm restarts (default {RECOGNIZE_CYCLES}, "
+        "the shipped model's; each takes about an hour on 2 CPU cores)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -113,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
-        help="KEY=VALUE config overrides for the last training stage (with --recognize: both cycles of stage 2)",
+        help="KEY=VALUE config overrides for the last training stage (with --recognize: every cycle of stage 2)",
     )
     args = p.parse_args(argv)
 
@@ -121,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--stage1-weights needs --recognize")
     if args.stage1_weights and not os.path.isfile(args.stage1_weights):
         p.error(f"--stage1-weights: no such file: {args.stage1_weights}")
+    if args.cycles < 1:
+        p.error(f"--cycles: expected at least 1, got {args.cycles}")
 
     py = sys.executable
     env = builtin_env(args.data)
@@ -145,19 +158,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage1 = args.checkpoint
     if args.recognize:
         out = args.recognize_output_dir
-        cycle2 = os.path.join(out, "cycle2")
+        cycle_dirs = [out] + [os.path.join(out, f"cycle{k}") for k in range(2, args.cycles + 1)]
         if not args.skip_train:
             cmd = [
                 py, "train_net.py", "--config-file", RECOGNIZE_CONFIG, f"OUTPUT_DIR={out}", f"MODEL.WEIGHTS={stage1}",
                 *args.opts,
             ]
             times["train stage 2"] = _run(cmd, env, args.threads)
-            cmd = [
-                py, "train_net.py", "--config-file", RECOGNIZE_CYCLE2_CONFIG, f"OUTPUT_DIR={cycle2}",
-                f"MODEL.WEIGHTS={os.path.join(out, 'model_final.pth')}", *args.opts,
-            ]
-            times["train stage 2, cycle 2"] = _run(cmd, env, args.threads)
-        export_release_checkpoint(os.path.join(cycle2, "model_final.pth"), args.recognize_checkpoint)
+            for k in range(2, args.cycles + 1):
+                cmd = [
+                    py, "train_net.py", "--config-file", RECOGNIZE_RESTART_CONFIG, f"OUTPUT_DIR={cycle_dirs[k - 1]}",
+                    f"MODEL.WEIGHTS={os.path.join(cycle_dirs[k - 2], 'model_final.pth')}", f"SEED={15 + k}", *args.opts,
+                ]
+                times[f"train stage 2, cycle {k}"] = _run(cmd, env, args.threads)
+        export_release_checkpoint(os.path.join(cycle_dirs[-1], "model_final.pth"), args.recognize_checkpoint)
         size = os.path.getsize(args.recognize_checkpoint) / 2**20
         print(f"\nwrote {args.recognize_checkpoint} ({size:.1f} MiB)")
         cmd = [

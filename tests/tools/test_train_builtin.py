@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from semantic_sam import build_model
@@ -53,7 +54,11 @@ def test_recognize_config_starts_from_the_shipped_stage1_and_names_the_heldout_s
     }
 
 
-def test_recognize_runs_both_stage2_cycles_and_ships_the_second(tmp_path, monkeypatch):
+STAGE1 = "models/builtin/semantic_sam_builtin.pth"
+
+
+def _recognize_commands(tmp_path, monkeypatch, *extra):
+    """The commands and exports of ``train_builtin --recognize`` from the shipped stage 1, with nothing run."""
     import tools.train_builtin as tb
 
     commands, exports = [], []
@@ -66,23 +71,43 @@ def test_recognize_runs_both_stage2_cycles_and_ships_the_second(tmp_path, monkey
 
     monkeypatch.setattr(tb, "export_release_checkpoint", fake_export)
     out, ckpt = str(tmp_path / "out2"), str(tmp_path / "recognize.pth")
-    stage1 = "models/builtin/semantic_sam_builtin.pth"
-    argv = ["--recognize", "--skip-data", "--stage1-weights", stage1, "--recognize-output-dir", out,
-            "--recognize-checkpoint", ckpt, "SOLVER.BASE_LR=0.0001"]
+    argv = ["--recognize", "--skip-data", "--stage1-weights", STAGE1, "--recognize-output-dir", out,
+            "--recognize-checkpoint", ckpt, *extra, "SOLVER.BASE_LR=0.0001"]
     assert tb.main(argv) == 0
-    first, second, evaluation = commands
-    assert first[2:] == ["--config-file", tb.RECOGNIZE_CONFIG, f"OUTPUT_DIR={out}", f"MODEL.WEIGHTS={stage1}",
-                         "SOLVER.BASE_LR=0.0001"]
-    cycle2 = f"{out}/cycle2"
-    assert second[2:] == ["--config-file", tb.RECOGNIZE_CYCLE2_CONFIG, f"OUTPUT_DIR={cycle2}",
-                          f"MODEL.WEIGHTS={out}/model_final.pth", "SOLVER.BASE_LR=0.0001"]
-    assert exports == [(f"{cycle2}/model_final.pth", ckpt)]
+    return commands, exports, out, ckpt
+
+
+@pytest.mark.parametrize("cycles", [None, 1, 2, 3])
+def test_recognize_chains_its_stage2_cycles_and_ships_the_last(tmp_path, monkeypatch, cycles):
+    import tools.train_builtin as tb
+
+    extra = [] if cycles is None else ["--cycles", str(cycles)]
+    commands, exports, out, ckpt = _recognize_commands(tmp_path, monkeypatch, *extra)
+    n = tb.RECOGNIZE_CYCLES if cycles is None else cycles
+    assert len(commands) == n + 1
+    *trains, evaluation = commands
+    assert trains[0][2:] == ["--config-file", tb.RECOGNIZE_CONFIG, f"OUTPUT_DIR={out}", f"MODEL.WEIGHTS={STAGE1}",
+                             "SOLVER.BASE_LR=0.0001"]
+    dirs = [out] + [f"{out}/cycle{k}" for k in range(2, n + 1)]
+    for k in range(2, n + 1):
+        assert trains[k - 1][2:] == [
+            "--config-file", tb.RECOGNIZE_RESTART_CONFIG, f"OUTPUT_DIR={dirs[k - 1]}",
+            f"MODEL.WEIGHTS={dirs[k - 2]}/model_final.pth", f"SEED={15 + k}", "SOLVER.BASE_LR=0.0001",
+        ]
+    assert exports == [(f"{dirs[-1]}/model_final.pth", ckpt)]
     assert "--eval_only" in evaluation and f"MODEL.WEIGHTS={ckpt}" in evaluation
+
+
+def test_recognize_needs_at_least_one_cycle(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        _recognize_commands(tmp_path, monkeypatch, "--cycles", "0")
+    assert "--cycles: expected at least 1, got 0" in capsys.readouterr().err
 
 
 def test_the_second_cycle_restarts_from_the_first_cycles_output():
     first = load_config("configs/semantic_sam_builtin_recognize.yaml")
-    second = load_config("configs/semantic_sam_builtin_recognize_cycle2.yaml")
+    second = load_config("configs/semantic_sam_builtin_recognize_restart.yaml")
     assert second.MODEL.WEIGHTS == f"{first.OUTPUT_DIR}/model_final.pth"
+    assert second.OUTPUT_DIR == f"{first.OUTPUT_DIR}/cycle2" and second.SEED == 15 + 2
     assert second.SEED != first.SEED and second.SOLVER.MAX_ITER > 0
     assert second.DATASETS == first.DATASETS and second.MODEL.DECODER == first.MODEL.DECODER
