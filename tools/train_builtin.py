@@ -110,7 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--cycles",
         type=int,
-        default=RECOGNIZE_CYCLES,
         help=f"with --recognize: stage-2 cycles, the first config then warm restarts (default {RECOGNIZE_CYCLES}, "
         "the shipped model's; each takes about an hour on 2 CPU cores)",
     )
@@ -132,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--stage1-weights needs --recognize")
     if args.stage1_weights and not os.path.isfile(args.stage1_weights):
         p.error(f"--stage1-weights: no such file: {args.stage1_weights}")
+    if args.cycles is not None and not args.recognize:
+        p.error("--cycles needs --recognize")
+    if args.cycles is None:
+        args.cycles = RECOGNIZE_CYCLES
     if args.cycles < 1:
         p.error(f"--cycles: expected at least 1, got {args.cycles}")
 

@@ -32,6 +32,14 @@ def test_export_writes_a_half_precision_release_checkpoint_that_loads_strictly(t
             assert torch.equal(a, b), k
 
 
+def test_cycles_need_recognize(capsys):
+    import tools.train_builtin as tb
+
+    with pytest.raises(SystemExit):
+        tb.main(["--skip-data", "--cycles", "2"])
+    assert "--cycles needs --recognize" in capsys.readouterr().err
+
+
 def test_stage1_weights_need_recognize_and_an_existing_file(tmp_path, capsys):
     import pytest
 
