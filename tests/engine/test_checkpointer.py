@@ -106,6 +106,7 @@ class _Payload:
 
 
 @pytest.mark.parametrize("name", ["planted.pkl", "planted.pth"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's, about the planted file
 def test_a_planted_pickle_is_refused_without_running_it(run_dir, tmp_path, name):
     payload = _Payload()
     payload.marker = str(tmp_path / "code_ran")
