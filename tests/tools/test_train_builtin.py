@@ -41,8 +41,6 @@ def test_cycles_need_recognize(capsys):
 
 
 def test_stage1_weights_need_recognize_and_an_existing_file(tmp_path, capsys):
-    import pytest
-
     from tools.train_builtin import main
 
     with pytest.raises(SystemExit):
