@@ -5,6 +5,7 @@
     python -m tools.train_builtin --recognize           # + stage 2: the model that names what it segments
     python -m tools.train_builtin --recognize --skip-data \
         --stage1-weights models/builtin/semantic_sam_builtin.pth   # stage 2 only, from the shipped stage 1
+    python -m tools.train_builtin --recognize --skip-data --resume   # continue a killed run where it stopped
 
 (from the repository root, which is also where the steps run).
 
@@ -30,6 +31,9 @@ MODEL.WEIGHTS=<cycle k-1>/model_final.pth OUTPUT_DIR=OUT2/cycle<k> SEED=<15 + k>
 training with another data order), the export of the last cycle's weights at ``--recognize-checkpoint`` and their
 evaluation on the held-out scenes: interactive (multi-granularity, 1-IoU Max/Oracle), object and part label
 accuracy of clicked masks, PQ.
+
+``--resume`` continues a killed run with the same arguments: a training step whose ``OUTPUT_DIR`` holds
+``model_final.pth`` is skipped, the others run ``train_net.py --resume`` (from their last checkpoint, if any).
 """
 from __future__ import annotations
 
@@ -94,6 +98,19 @@ def _run(cmd: Sequence[str], env: dict[str, str], threads: int) -> float:
     return time.time() - start
 
 
+def _train(cmd: Sequence[str], output_dir: str, env: dict[str, str], args: argparse.Namespace) -> float | None:
+    """Run the training command ``cmd`` (``[python, "train_net.py", ...]``) writing to ``output_dir``; with
+    ``args.resume``, skip it when ``output_dir`` holds ``model_final.pth`` and else add ``--resume``. Returns the
+    wall time in seconds, or None when skipped."""
+    if args.resume:
+        final = os.path.join(output_dir, "model_final.pth")
+        if os.path.isfile(final):
+            print(f"\n{final} exists: this training step is done (--resume)", flush=True)
+            return None
+        cmd = [*cmd[:2], "--resume", *cmd[2:]]
+    return _run(cmd, env, args.threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.path.join("datasets", "builtin"), help="data root (step 1 output)")
@@ -112,6 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         help=f"with --recognize: stage-2 cycles, the first config then warm restarts (default {RECOGNIZE_CYCLES}, "
         "the shipped model's; each takes about an hour on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run: skip the training steps that wrote model_final.pth, resume the others",
     )
     p.add_argument(
         "--threads",
@@ -150,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_train:
             opts = () if args.recognize else args.opts
             cmd = [py, "train_net.py", "--config-file", CONFIG, f"OUTPUT_DIR={args.output_dir}", *opts]
-            times["train"] = _run(cmd, env, args.threads)
+            times["train"] = _train(cmd, args.output_dir, env, args)
         export_release_checkpoint(os.path.join(args.output_dir, "model_final.pth"), args.checkpoint)
         print(f"\nwrote {args.checkpoint} ({os.path.getsize(args.checkpoint) / 2**20:.1f} MiB)")
         cmd = [
@@ -167,13 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 py, "train_net.py", "--config-file", RECOGNIZE_CONFIG, f"OUTPUT_DIR={out}", f"MODEL.WEIGHTS={stage1}",
                 *args.opts,
             ]
-            times["train stage 2"] = _run(cmd, env, args.threads)
+            times["train stage 2"] = _train(cmd, out, env, args)
             for k in range(2, args.cycles + 1):
                 cmd = [
                     py, "train_net.py", "--config-file", RECOGNIZE_RESTART_CONFIG, f"OUTPUT_DIR={cycle_dirs[k - 1]}",
                     f"MODEL.WEIGHTS={os.path.join(cycle_dirs[k - 2], 'model_final.pth')}", f"SEED={15 + k}", *args.opts,
                 ]
-                times[f"train stage 2, cycle {k}"] = _run(cmd, env, args.threads)
+                times[f"train stage 2, cycle {k}"] = _train(cmd, cycle_dirs[k - 1], env, args)
         export_release_checkpoint(os.path.join(cycle_dirs[-1], "model_final.pth"), args.recognize_checkpoint)
         size = os.path.getsize(args.recognize_checkpoint) / 2**20
         print(f"\nwrote {args.recognize_checkpoint} ({size:.1f} MiB)")
@@ -182,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"OUTPUT_DIR={os.path.join(out, 'eval')}", f"MODEL.WEIGHTS={args.recognize_checkpoint}",
         ]
         times["eval stage 2"] = _run(cmd, env, args.threads)
-    print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
+    print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items() if v is not None))
     return 0
 
 

@@ -117,3 +117,33 @@ def test_the_second_cycle_restarts_from_the_first_cycles_output():
     assert second.OUTPUT_DIR == f"{first.OUTPUT_DIR}/cycle2" and second.SEED == 15 + 2
     assert second.SEED != first.SEED and second.SOLVER.MAX_ITER > 0
     assert second.DATASETS == first.DATASETS and second.MODEL.DECODER == first.MODEL.DECODER
+
+
+def test_resume_skips_finished_cycles_and_resumes_the_rest(tmp_path, monkeypatch, capsys):
+    import tools.train_builtin as tb
+
+    out = tmp_path / "out2"
+    for done in (out, out / "cycle2"):  # cycles 1 and 2 finished, cycle 3 was killed
+        done.mkdir(parents=True)
+        (done / "model_final.pth").write_bytes(b"")
+    commands, exports, out, ckpt = _recognize_commands(tmp_path, monkeypatch, "--cycles", "4", "--resume")
+    *trains, evaluation = commands
+    assert [c[2:5] for c in trains] == [
+        ["--resume", "--config-file", tb.RECOGNIZE_RESTART_CONFIG],
+        ["--resume", "--config-file", tb.RECOGNIZE_RESTART_CONFIG],
+    ]
+    assert [c[5:8] for c in trains] == [
+        [f"OUTPUT_DIR={out}/cycle3", f"MODEL.WEIGHTS={out}/cycle2/model_final.pth", "SEED=18"],
+        [f"OUTPUT_DIR={out}/cycle4", f"MODEL.WEIGHTS={out}/cycle3/model_final.pth", "SEED=19"],
+    ]
+    assert exports == [(f"{out}/cycle4/model_final.pth", ckpt)] and "--resume" not in evaluation
+    printed = capsys.readouterr().out
+    assert f"{out}/model_final.pth exists" in printed and f"{out}/cycle2/model_final.pth exists" in printed
+
+
+def test_without_resume_every_cycle_trains_from_scratch_even_if_outputs_exist(tmp_path, monkeypatch):
+    out = tmp_path / "out2"
+    out.mkdir()
+    (out / "model_final.pth").write_bytes(b"")
+    commands, _, _, _ = _recognize_commands(tmp_path, monkeypatch, "--cycles", "2")
+    assert len(commands) == 3 and not any("--resume" in c for c in commands)
