@@ -162,14 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     labels = p.add_argument_group("labels (models with a text encoder)")
     default = default_vocabulary()
+    builtin_objects, builtin_parts = _builtin_vocabulary()
     labels.add_argument(
         "--objects", metavar="NAMES",
-        help="comma-separated object names to label masks with "
-        f"(default: COCO panoptic's {len(default.objects)} classes)",
+        help="comma-separated object names to label masks with (default: the built-in scenes' "
+        f"{len(builtin_objects)} names for the built-in model, else COCO panoptic's {len(default.objects)} classes)",
     )
     labels.add_argument(
         "--parts", metavar="NAMES",
-        help=f"comma-separated part names to label masks with (default: Pascal-Part's {len(default.parts)} parts)",
+        help=f"comma-separated part names to label masks with (default: the built-in scenes' {len(builtin_parts)} "
+        f"parts for the built-in model, else Pascal-Part's {len(default.parts)} parts)",
     )
 
     web = p.add_argument_group("web app")

@@ -415,6 +415,17 @@ def test_bad_vocabulary_flags(tmp_path, image_path, capsys, extra, text_model, m
     assert not (tmp_path / "out" / "masks.json").exists()
 
 
+def test_vocabulary_help_names_both_defaults(monkeypatch):
+    from datasets.builtin_labels import OBJECT_CLASSES, OBJECT_PARTS, STUFF_CLASSES
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal width, hyphenated words included
+    help_text = " ".join(demo.build_parser().format_help().split())
+    num_builtin_parts = len({p for parts, subparts in OBJECT_PARTS.values() for p in parts + subparts})
+    assert len(OBJECT_CLASSES) + len(STUFF_CLASSES) == 14 and num_builtin_parts == 39
+    assert "(default: the built-in scenes' 14 names for the built-in model, else COCO panoptic's 133 classes)" in help_text
+    assert "(default: the built-in scenes' 39 parts for the built-in model, else Pascal-Part's 30 parts)" in help_text
+
+
 def test_web_app_shows_labels(image_path, monkeypatch):
     gr = pytest.importorskip("gradio")
     launched = {}
