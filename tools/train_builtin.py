@@ -60,7 +60,7 @@ CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin.pth")
 RECOGNIZE_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize.yaml")
 RECOGNIZE_RESTART_CONFIG = os.path.join("configs", "semantic_sam_builtin_recognize_restart.yaml")
 RECOGNIZE_CHECKPOINT = os.path.join("models", "builtin", "semantic_sam_builtin_recognize.pth")
-RECOGNIZE_CYCLES = 7
+RECOGNIZE_CYCLES = 8
 """Stage-2 cycles of the shipped recognize checkpoint (the first config, then warm restarts)."""
 
 __all__ = ["export_release_checkpoint", "main"]
